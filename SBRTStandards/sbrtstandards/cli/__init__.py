@@ -1,0 +1,1 @@
+"""The ``sbrt`` command: one module per subcommand, gathered in :mod:`sbrtstandards.cli.main`."""

@@ -1,0 +1,1 @@
+"""DICOM and DICOM RT input/output: CT series, 4D-CT phases, RTSTRUCT, RTDOSE, RTPLAN."""
