@@ -167,3 +167,19 @@ class StudyInfo:
         ds.ReferringPhysicianName = ""
         ds.AccessionNumber = ""
         ds.FrameOfReferenceUID = self.frame_of_reference_uid
+
+
+@dataclass(frozen=True)
+class SeriesReference:
+    """What an RTSTRUCT needs to reference an image series (and each of its slices).
+
+    ``sop_instance_uids[k]`` and ``slice_positions_mm[k]`` belong to slice ``k`` of the image
+    (the same order as the image's k axis); positions are along the slice normal, in mm.
+    """
+
+    study: StudyInfo
+    series_instance_uid: str
+    sop_class_uid: str
+    sop_instance_uids: tuple[str, ...]
+    slice_positions_mm: tuple[float, ...]
+    series_description: str = ""
