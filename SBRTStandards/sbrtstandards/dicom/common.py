@@ -13,7 +13,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from sbrtstandards import __version__
 from sbrtstandards.atomic import atomic_path
@@ -58,11 +58,32 @@ def read_dataset(
         raise InputError(f"{path}: not a readable DICOM file ({exc})") from None
     if "SOPClassUID" not in ds and "Modality" not in ds:
         raise InputError(f"{path}: not a DICOM file (no SOP Class UID or Modality)")
+    if not stop_before_pixels:
+        ensure_transfer_syntax(ds)
     if expect is not None:
         kind = modality_of(ds)
         if kind != expect:
             raise InputError(f"{path}: expected a DICOM {expect} object, found {kind or 'an unknown object'}")
     return ds
+
+
+def ensure_transfer_syntax(ds: Dataset) -> None:
+    """Give a file without file meta the transfer syntax it was read with, so its pixels decode."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = FileMetaDataset()
+        ds.file_meta = meta
+    if "TransferSyntaxUID" in meta:
+        return
+    encoding = getattr(ds, "original_encoding", None)  # pydicom 3: (implicit, little endian)
+    if encoding is not None and encoding[0] is not None:
+        implicit, little = encoding
+    else:  # pragma: no cover - pydicom 2.4
+        implicit, little = getattr(ds, "is_implicit_VR", True), getattr(ds, "is_little_endian", True)
+    if implicit:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
 def modality_of(ds: Dataset) -> str | None:
@@ -146,7 +167,7 @@ class StudyInfo:
             patient_name=str(ds.get("PatientName", "")),
             patient_id=str(ds.get("PatientID", "")),
             study_instance_uid=str(ds.get("StudyInstanceUID", "")) or new_uid(),
-            frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")) or new_uid(),
+            frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
             study_date=str(ds.get("StudyDate", "")),
             study_time=str(ds.get("StudyTime", "")),
             study_id=str(ds.get("StudyID", "")),
