@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("sbrtstandards.cli.phantom_cmd", "phantom"),
     "demo": ("sbrtstandards.cli.demo_cmd", "demo"),
     "dvh": ("sbrtstandards.cli.dvh_cmd", "dvh"),
+    "fourd": ("sbrtstandards.cli.fourd_cmd", "fourd"),
+    "margin": ("sbrtstandards.cli.margin_cmd", "margin"),
+    "protocols": ("sbrtstandards.cli.protocols_cmd", "protocols"),
+    "bed": ("sbrtstandards.cli.bed_cmd", "bed"),
 }
 
 
