@@ -236,12 +236,14 @@ def interpreted_type_for(name_or_role: str) -> str:
     text = name_or_role.strip()
     if _PRV.match(text):
         return AVOIDANCE
+    folded = text.casefold()
+    # TG-263: structures not used for evaluation start with "z" (zPTV_Opt) or "_".
+    not_for_evaluation = text.startswith("_") or (len(text) > 1 and text[0] == "z" and not text[1].islower())
+    if folded.startswith("ring") or not_for_evaluation:
+        return CONTROL
     target = _TARGET.match(text)
     if target and "-" not in text:  # "PTV-GTV"-like derived volumes are not targets themselves
         return _TARGET_TYPE[target.group("kind").upper()]
-    folded = text.casefold()
-    if folded.startswith("ring") or folded.startswith("z"):
-        return CONTROL
     if folded in ("body", "external", "outline", "skin_outline"):
         return EXTERNAL
     return ORGAN
