@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def read_dataset(
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a DICOM file")
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels, force=True)
+        with warnings.catch_warnings():  # pydicom warns about oddities of non-DICOM files; we raise instead
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels, force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
         raise InputError(f"{path}: not a readable DICOM file ({exc})") from None
     if "SOPClassUID" not in ds and "Modality" not in ds:
