@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
+
 from sbrtstandards.contours import (
     even_odd_area_mm2,
     mask_to_contours,
@@ -17,7 +19,6 @@ from sbrtstandards.contours import (
 from sbrtstandards.dicom.rtstruct import Contour, Roi
 from sbrtstandards.errors import GeometryError, InputError
 from sbrtstandards.grid import Grid
-from scipy import ndimage
 
 
 def circle(cx: float, cy: float, r: float, z: float, n: int = 720) -> np.ndarray:

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.tag import Tag
+
 from sbrtstandards.dicom.common import RT_DOSE_STORAGE, StudyInfo, save_dataset
 from sbrtstandards.dicom.rtdose import DoseGrid, read_rtdose, sum_doses, write_rtdose
 from sbrtstandards.errors import FrameOfReferenceError, GeometryError, InputError

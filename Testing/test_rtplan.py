@@ -14,6 +14,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+
 from sbrtstandards.dicom.common import RT_PLAN_STORAGE, RT_STRUCTURE_SET_STORAGE, StudyInfo, save_dataset
 from sbrtstandards.dicom.rtplan import read_rtplan, write_rtplan
 from sbrtstandards.errors import InputError

@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+
 from sbrtstandards import tg263
 from sbrtstandards.contours import roi_mask
 from sbrtstandards.dicom.common import (

@@ -16,6 +16,7 @@ slicer = pytest.importorskip("slicer", reason="needs the PyPI slicer-core packag
 
 import SimpleITK as sitk  # noqa: E402
 import vtk  # noqa: E402
+
 from sbrtstandards.errors import GeometryError, InputError  # noqa: E402
 from sbrtstandards.grid import Grid  # noqa: E402
 from sbrtstandards.slicer import (  # noqa: E402

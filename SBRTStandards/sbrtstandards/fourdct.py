@@ -116,14 +116,22 @@ def run_fourd(
         seed = threshold_assist(image, grid, union, mode=assist)
         rois.append(Roi.from_mask("ITV_assist", seed, grid, number=3, interpreted_type="CTV"))
     rs_path = write_rtstruct(
-        out / "RS_ITV_PTV.dcm", rois, reference=refs["AVG"], label="ITV_PTV",
+        out / "RS_ITV_PTV.dcm",
+        rois,
+        reference=refs["AVG"],
+        label="ITV_PTV",
         description=f"ITV = union of {gtv_name} over {n} phases; PTV = ITV + margin",
     )
     if progress:
         progress(1.0, "done")
     result = {
         "phases": [
-            {"label": r.label, "gtv_cc": r.gtv_cc, "centroid_mm": r.centroid_mm, "fraction_in_itv": r.fraction_in_itv}
+            {
+                "label": r.label,
+                "gtv_cc": r.gtv_cc,
+                "centroid_mm": r.centroid_mm,
+                "fraction_in_itv": r.fraction_in_itv,
+            }
             for r in itv.phases
         ],
         "itv_cc": roi_volume_cc(itv_roi),
