@@ -44,7 +44,7 @@ unchanged), contours with fewer than 3 points are dropped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import contourpy
 import numpy as np
@@ -115,9 +115,13 @@ def plane_slabs(
 
 def roi_mask(roi: Roi, grid: Grid) -> np.ndarray:
     """Boolean mask (``grid.shape``) of the voxels whose centres are inside ``roi``."""
-    grid.require_axial(f"{roi.describe()}: mask")
+    return planes_mask(roi.planes(), grid, what=roi.describe())
+
+
+def planes_mask(planes: Mapping[float, Sequence[np.ndarray]], grid: Grid, *, what: str = "structure") -> np.ndarray:
+    """Boolean mask of the voxels whose centres are inside the planar contours ``{z: [xy polygons]}``."""
+    grid.require_axial(f"{what}: mask")
     mask = np.zeros(grid.shape, dtype=bool)
-    planes = roi.planes()
     if not planes:
         return mask
     xs, ys, zk = (grid.axis_coords_mm(axis) for axis in range(3))

@@ -91,7 +91,7 @@ def case_sections(case: CaseFiles, report: Report) -> dict[str, Any]:
     from sbrtstandards.dicom.rtdose import read_rtdose
     from sbrtstandards.dicom.rtplan import read_rtplan
     from sbrtstandards.dicom.rtstruct import read_rtstruct
-    from sbrtstandards.figures import Overlay, slice_figures
+    from sbrtstandards.figures import Overlay, dose_on_grid, slice_figures
 
     truth = case.truth
     title = "Lung SBRT (synthetic thorax)" if case.site == "lung" else "Liver SBRT (synthetic upper abdomen)"
@@ -143,7 +143,7 @@ def case_sections(case: CaseFiles, report: Report) -> dict[str, Any]:
     center = np.asarray(
         truth.get("planning_target_center_mm") or truth.get("itv_center_mm") or _mask_center(masks, ct.grid)
     )
-    dose_on_ct = _dose_on_grid(dose, ct.grid)
+    dose_on_ct = dose_on_grid(dose, ct.grid)
     overlays = [
         Overlay(name, mask, tuple(c / 255 for c in (color or (255, 255, 0))))  # type: ignore[misc]
         for name, (mask, color) in masks.items()
@@ -187,8 +187,3 @@ def _mask_center(masks: dict[str, Any], grid: Any) -> np.ndarray:
     return grid.index_to_lps((np.asarray(grid.size) - 1) / 2)
 
 
-def _dose_on_grid(dose: Any, grid: Any) -> np.ndarray:
-    """Dose resampled (trilinear) onto an image grid, NaN outside the dose grid."""
-    kk, jj, ii = np.meshgrid(*(np.arange(n) for n in grid.shape), indexing="ij")
-    pts = grid.index_to_lps(np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1))
-    return dose.sample(pts).reshape(grid.shape)

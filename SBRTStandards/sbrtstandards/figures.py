@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -98,3 +99,10 @@ def slice_figures(
             ax.legend(handles=handles, fontsize=6.5, loc="lower right", framealpha=0.7)
         figures.append(figure_from_matplotlib(fig, caption=f"{title} — {plane} slice", alt=f"{plane} slice"))
     return figures
+
+
+def dose_on_grid(dose: Any, grid: Grid) -> np.ndarray:
+    """A dose (anything with ``sample(points_mm)``) resampled trilinearly onto ``grid``, NaN outside."""
+    kk, jj, ii = np.meshgrid(*(np.arange(n) for n in grid.shape), indexing="ij")
+    pts = grid.index_to_lps(np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1))
+    return np.asarray(dose.sample(pts)).reshape(grid.shape)

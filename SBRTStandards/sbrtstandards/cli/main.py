@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "margin": ("sbrtstandards.cli.margin_cmd", "margin"),
     "protocols": ("sbrtstandards.cli.protocols_cmd", "protocols"),
     "bed": ("sbrtstandards.cli.bed_cmd", "bed"),
+    "check": ("sbrtstandards.cli.check_cmd", "check"),
+    "oars": ("sbrtstandards.cli.oars_cmd", "oars"),
 }
 
 
