@@ -85,7 +85,9 @@ def test_outputs_share_the_frame_of_reference_and_reference_the_avg(lung_case: P
     assert series == avg.SeriesInstanceUID
 
 
-def test_a_missing_gtv_name_is_a_warning_per_phase_and_an_error_when_everywhere(lung_case: Path, tmp_path: Path) -> None:
+def test_a_gtv_missing_in_every_phase_is_an_error(
+    lung_case: Path, tmp_path: Path
+) -> None:
     phases = sorted(str(p) for p in lung_case.glob("phase_*"))
     res = sbrt("fourd", *phases, "--gtv", "Tumour", "--out", str(tmp_path / "x"))
     assert res.returncode == 2

@@ -49,8 +49,21 @@ def _sphere_cc(r: float) -> float:
 def test_grow_5mm_gives_the_radius_15_sphere(sphere_rs: Path, tmp_path: Path) -> None:
     digest = hashlib.sha256(sphere_rs.read_bytes()).hexdigest()
     out = tmp_path / "RS_PTV.dcm"
-    res = sbrt("margin", "--rtstruct", str(sphere_rs), "--structure", "ITV", "--mm", "5", "--result", "PTV",
-               "--out", str(out), "--json", "-")
+    res = sbrt(
+        "margin",
+        "--rtstruct",
+        str(sphere_rs),
+        "--structure",
+        "ITV",
+        "--mm",
+        "5",
+        "--result",
+        "PTV",
+        "--out",
+        str(out),
+        "--json",
+        "-",
+    )
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     assert data["structure"] == "ITV" and data["result"] == "PTV"
@@ -68,8 +81,20 @@ def test_grow_5mm_gives_the_radius_15_sphere(sphere_rs: Path, tmp_path: Path) ->
 
 
 def test_shrink_5mm_gives_the_radius_5_sphere(sphere_rs: Path, tmp_path: Path) -> None:
-    res = sbrt("margin", "--rtstruct", str(sphere_rs), "--structure", "itv", "--mm", "5", "--shrink",
-               "--out", str(tmp_path / "RS.dcm"), "--json", "-")
+    res = sbrt(
+        "margin",
+        "--rtstruct",
+        str(sphere_rs),
+        "--structure",
+        "itv",
+        "--mm",
+        "5",
+        "--shrink",
+        "--out",
+        str(tmp_path / "RS.dcm"),
+        "--json",
+        "-",
+    )
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     assert data["result"] == "ITV-5mm"
@@ -78,8 +103,19 @@ def test_shrink_5mm_gives_the_radius_5_sphere(sphere_rs: Path, tmp_path: Path) -
 
 def test_per_direction_margin_moves_each_side_by_its_own_margin(sphere_rs: Path, tmp_path: Path) -> None:
     out = tmp_path / "RS.dcm"
-    res = sbrt("margin", "--rtstruct", str(sphere_rs), "--structure", "ITV", "--mm", "2,8,4,6,0,10",
-               "--out", str(out), "--json", "-")
+    res = sbrt(
+        "margin",
+        "--rtstruct",
+        str(sphere_rs),
+        "--structure",
+        "ITV",
+        "--mm",
+        "2,8,4,6,0,10",
+        "--out",
+        str(out),
+        "--json",
+        "-",
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["result"] == "ITV+asym"
     pts = np.concatenate([c.points_mm for c in read_rtstruct(out).roi("ITV+asym").contours])
@@ -90,17 +126,19 @@ def test_per_direction_margin_moves_each_side_by_its_own_margin(sphere_rs: Path,
     assert pts[:, 1].max() == pytest.approx(16.0, abs=0.6)
 
 
-@pytest.mark.parametrize(
-    ("mm", "fragment"), [("-1", "-1"), ("60", "60"), ("5,5", "six"), ("abc", "abc")]
-)
+@pytest.mark.parametrize(("mm", "fragment"), [("-1", "-1"), ("60", "60"), ("5,5", "six"), ("abc", "abc")])
 def test_bad_margins_exit_2(sphere_rs: Path, tmp_path: Path, mm: str, fragment: str) -> None:
-    res = sbrt("margin", "--rtstruct", str(sphere_rs), "--structure", "ITV", "--mm", mm, "--out", str(tmp_path / "x.dcm"))
+    res = sbrt(
+        "margin", "--rtstruct", str(sphere_rs), "--structure", "ITV", "--mm", mm, "--out", str(tmp_path / "x.dcm")
+    )
     assert res.returncode == 2
     assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.dcm").exists()
 
 
 def test_unknown_structure_lists_the_names(sphere_rs: Path, tmp_path: Path) -> None:
-    res = sbrt("margin", "--rtstruct", str(sphere_rs), "--structure", "GTV", "--mm", "5", "--out", str(tmp_path / "x.dcm"))
+    res = sbrt(
+        "margin", "--rtstruct", str(sphere_rs), "--structure", "GTV", "--mm", "5", "--out", str(tmp_path / "x.dcm")
+    )
     assert res.returncode == 2
     assert "GTV" in res.stderr and "ITV" in res.stderr
