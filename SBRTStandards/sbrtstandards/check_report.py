@@ -183,5 +183,5 @@ def _limit_text(comparator: str, limit: Any, unit: str) -> str:
     if limit is None:
         return "—"
     if isinstance(limit, (list, tuple)):
-        return f"{limit[0]:g}–{limit[1]:g} {unit}".strip()
-    return f"{comparator} {limit:g} {unit}".strip()
+        return f"{limit[0]:.4g}–{limit[1]:.4g} {unit}".strip()
+    return f"{comparator} {limit:.4g} {unit}".strip()
