@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,18 +13,13 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from ct_factory import axial_positions, ramp_hu, uid, write_rtstruct, write_slices
+from independent_readers import PLASTIMATCH, requires_plastimatch
 
 from sbrtstandards.dicom.common import CT_IMAGE_STORAGE, StudyInfo
 from sbrtstandards.dicom.ct import read_ct_series, write_ct_series
 from sbrtstandards.dicom.scan import scan_dicom
 from sbrtstandards.errors import FrameOfReferenceError, GeometryError, InputError
 from sbrtstandards.grid import Grid
-
-PLASTIMATCH = shutil.which("plastimatch") or (
-    str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "plastimatch")
-    if (Path(__file__).resolve().parents[1] / ".venv" / "bin" / "plastimatch").exists()
-    else None
-)
 
 
 def _ramp_volume(grid: Grid) -> np.ndarray:
@@ -191,7 +185,7 @@ def test_writing_again_replaces_the_whole_folder(tmp_path: Path, grid: Grid, stu
 
 
 @pytest.mark.plastimatch
-@pytest.mark.skipif(PLASTIMATCH is None, reason="plastimatch binary not installed")
+@requires_plastimatch
 def test_plastimatch_converts_a_written_series(tmp_path: Path, grid: Grid, study: StudyInfo) -> None:
     hu = _ramp_volume(grid)
     write_ct_series(tmp_path / "CT", hu, grid, study=study, series_description="for plastimatch")

@@ -7,14 +7,13 @@ pydicom (origin, 10 x 10 mm pixels, frame offsets 0..70 mm every 5 mm).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from independent_readers import PLASTIMATCH, requires_plastimatch
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -580,13 +579,8 @@ def test_pydicom_single_frame_variants(name: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def plastimatch_binary() -> str | None:
-    beside = Path(sys.executable).with_name("plastimatch")
-    return str(beside) if beside.exists() else shutil.which("plastimatch")
-
-
 @pytest.mark.plastimatch
-@pytest.mark.skipif(plastimatch_binary() is None, reason="plastimatch binary not installed")
+@requires_plastimatch
 def test_plastimatch_reads_the_written_dose(
     tmp_path: Path, ramp_dose: np.ndarray, grid: Grid, study: StudyInfo
 ) -> None:
@@ -596,7 +590,7 @@ def test_plastimatch_reads_the_written_dose(
     path = write_rtdose(tmp_path / "RD.dcm", dose, grid, study=study)
     out = tmp_path / "dose.nrrd"
     run = subprocess.run(
-        [plastimatch_binary(), "convert", "--input", str(path), "--output-dose-img", str(out)],
+        [PLASTIMATCH, "convert", "--input", str(path), "--output-dose-img", str(out)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr

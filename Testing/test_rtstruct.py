@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from independent_readers import PLASTIMATCH
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
@@ -34,12 +34,6 @@ from sbrtstandards.dicom.rtstruct import (
 )
 from sbrtstandards.errors import FrameOfReferenceError, InputError
 from sbrtstandards.grid import Grid
-
-PLASTIMATCH = shutil.which("plastimatch") or str(
-    Path(__file__).resolve().parents[1] / ".venv/bin/plastimatch"
-)
-HAVE_PLASTIMATCH = Path(PLASTIMATCH).exists()
-
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -414,7 +408,7 @@ def test_structure_set_lookup_on_an_unsaved_set() -> None:
 
 
 @pytest.mark.plastimatch
-@pytest.mark.skipif(not HAVE_PLASTIMATCH, reason="plastimatch binary not installed")
+@pytest.mark.skipif(not PLASTIMATCH, reason="plastimatch binary not installed")
 def test_plastimatch_rasterises_our_file_like_roi_mask(
     tmp_path: Path, ct: tuple[Grid, SeriesReference, Path]
 ) -> None:
