@@ -31,9 +31,10 @@ hot spot for the ``Dmax`` plan metrics and ``D2cm``, the PTV centre for the othe
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,6 +287,28 @@ def check_plan(
         time.perf_counter() - t0,
         warnings,
     )
+
+
+def parse_conditions(texts: Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` plan facts (``child_pugh=A``, ``reirradiation=true``, ``gtv_diameter_cm=1.2``), validated.
+
+    Shared by ``sbrt check --condition`` and the Plan Check module, so both accept the same text.
+    """
+    from sbrtstandards.catalogue import check_condition_values
+
+    raw: dict[str, Any] = {}
+    for text in texts:
+        key, sep, value = str(text).partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(f"condition {text!r}: expected KEY=VALUE, e.g. child_pugh=A")
+        v: Any = value.strip()
+        if v.lower() in ("true", "false"):
+            v = v.lower() == "true"
+        else:
+            with contextlib.suppress(ValueError):
+                v = float(v) if any(ch in v for ch in ".eE") else int(v)
+        raw[key.strip()] = v
+    return check_condition_values(raw)
 
 
 # ----------------------------------------------------------------------------- structures

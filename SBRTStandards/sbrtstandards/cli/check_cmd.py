@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from typing import Any
 
 import click
 
 from sbrtstandards.cli.common import emit_json, info, json_option, progress_bar, quiet_option
-from sbrtstandards.errors import InputError
-
-
-def _conditions(texts: tuple[str, ...]) -> dict[str, Any]:
-    """``KEY=VALUE`` plan facts (child_pugh=A, histology=HCC, solitary_kidney=true, gtv_diameter_cm=1.2)."""
-    from sbrtstandards.catalogue import check_condition_values
-
-    raw: dict[str, Any] = {}
-    for text in texts:
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise InputError(f"--condition {text!r}: expected KEY=VALUE, e.g. child_pugh=A")
-        v: Any = value.strip()
-        if v.lower() in ("true", "false"):
-            v = v.lower() == "true"
-        else:
-            with contextlib.suppress(ValueError):
-                v = float(v) if any(ch in v for ch in ".eE") else int(v)
-        raw[key.strip()] = v
-    return check_condition_values(raw)
 
 
 @click.command(name="check")
@@ -84,11 +63,11 @@ def check(
     Example: sbrt check --rtstruct RS.dcm --rtdose RD.dcm --rtplan RP.dcm --protocol cn-lung-sbrt
     --site-class peripheral --html report.html --json result.json
     """
-    from sbrtstandards.check import check_files
+    from sbrtstandards.check import check_files, parse_conditions
     from sbrtstandards.names import parse_map_options
 
     mapping = parse_map_options(maps)
-    conditions = _conditions(condition_texts)
+    conditions = parse_conditions(condition_texts)
     with progress_bar("check", quiet) as progress:
         result, inputs = check_files(
             rtstruct,
