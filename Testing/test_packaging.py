@@ -17,6 +17,7 @@ def _cmake_listed_files() -> set[str]:
     text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     listed = set(re.findall(r"(sbrtstandards/[\w/.\-]+)", text))
+    listed |= set(re.findall(r"(?<![\w/$])(SegmentEditor\w*(?:Lib/[\w/]+)?\.py)", text))
     modules = re.search(r"set\(SBRT_MODULES(.*?)\)", text, re.S)
     assert modules, "SBRT_MODULES list missing from SBRTStandards/CMakeLists.txt"
     for name in modules.group(1).split():

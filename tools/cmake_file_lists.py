@@ -35,9 +35,23 @@ def module_names() -> list[str]:
     )
 
 
+def effect_files() -> list[str]:
+    """Segment Editor effects: SegmentEditor*.py and the files of their *Lib packages."""
+    files = [p for p in MODULE_DIR.glob("SegmentEditor*.py")]
+    files += [
+        p for lib in MODULE_DIR.glob("SegmentEditor*Lib") for p in lib.rglob("*.py") if "__pycache__" not in p.parts
+    ]
+    return sorted(p.relative_to(MODULE_DIR).as_posix() for p in files)
+
+
 def render(text: str) -> str:
     scripts, resources = core_files()
-    blocks = {"core scripts": scripts, "core resources": resources, "modules": module_names()}
+    blocks = {
+        "core scripts": scripts,
+        "core resources": resources,
+        "modules": module_names(),
+        "effect scripts": effect_files(),
+    }
     for name, items in blocks.items():
         pattern = re.compile(rf"(  # BEGIN GENERATED {name}\n).*?(  # END GENERATED {name}\n)", re.S)
         body = "".join(f"  {item}\n" for item in items)

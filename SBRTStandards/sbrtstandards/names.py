@@ -114,7 +114,12 @@ ROLES: dict[str, RoleInfo] = {
         ),
         _r(PLAN, "plan-level metrics (CI, GI, R50%, D2cm, hot spots, dose grid): no structure", is_structure=False),
         _r("body", "patient outline", tg263_roles=("body",), names=("external", "outline", "体表", "外轮廓")),
-        _r("ring_2cm", "shell 0-2 cm around the PTV", tg263_roles=("ring_ptv_20mm",), names=("ring2cm",)),
+        _r(
+            "ring_2cm",
+            "body outside the PTV grown by 2 cm (the D2cm region of RTOG 0813/0915)",
+            tg263_roles=("body_minus_ptv_20mm",),
+            names=("ring2cm", "d2cm", "bodyptv20mm", "bodyminusptv20mm"),
+        ),
         # Thorax
         _r(
             "lungs",

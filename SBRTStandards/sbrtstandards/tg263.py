@@ -143,6 +143,14 @@ STRUCTURES: tuple[Structure, ...] = (
         "shell from the PTV surface out to 20 mm",
         verified=False,
     ),
+    _s(
+        "body_minus_ptv_20mm",
+        "Body-PTV_20mm",
+        (160, 160, 160),
+        CONTROL,
+        "body outside the PTV grown by 20 mm: where D2cm is read (RTOG 0813/0915)",
+        verified=False,
+    ),
 )
 
 _BY_ROLE: dict[str, Structure] = {s.role: s for s in STRUCTURES}
