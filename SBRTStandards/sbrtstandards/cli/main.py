@@ -27,6 +27,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bed": ("sbrtstandards.cli.bed_cmd", "bed"),
     "check": ("sbrtstandards.cli.check_cmd", "check"),
     "oars": ("sbrtstandards.cli.oars_cmd", "oars"),
+    "tbi": ("sbrtstandards.cli.tbi_cmd", "tbi"),
+    "machine-qa": ("sbrtstandards.cli.machine_qa_cmd", "machine_qa"),
+    "qc-indicators": ("sbrtstandards.cli.qc_indicators_cmd", "qc_indicators"),
+    "gamma": ("sbrtstandards.cli.gamma_cmd", "gamma"),
+    "igrt": ("sbrtstandards.cli.igrt_cmd", "igrt"),
+    "mu-check": ("sbrtstandards.cli.mu_check_cmd", "mu_check"),
+    "compare": ("sbrtstandards.cli.compare_cmd", "compare"),
+    "batch": ("sbrtstandards.cli.batch_cmd", "batch"),
+    "teach": ("sbrtstandards.cli.teach_cmd", "teach"),
 }
 
 
