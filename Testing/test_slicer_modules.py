@@ -36,7 +36,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "SBRTStandards"
-MODULES = ("SBRT4DCT", "SBRTTargetsOARs", "SBRTPlanCheck")
+MODULES = ("SBRT4DCT", "SBRTTargetsOARs", "SBRTPlanCheck", "SBRTProgrammeQA")
 
 # --------------------------------------------------------------------------------------------
 # The Slicer-like environment
