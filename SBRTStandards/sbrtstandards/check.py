@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import map_coordinates
 
 from sbrtstandards import names as names_mod
 from sbrtstandards.catalogue import Protocol, Rule, load_protocol
@@ -54,6 +53,7 @@ Planes = Mapping[float, Sequence[np.ndarray]]
 Progress = Callable[[float, str], None]
 D2CM_DISTANCE_MM = 20.0
 REFINE = 2  # isodose volumes: dose grid refined this many times per axis
+HOT_FRACTION = 0.2  # hot spots: voxels above this fraction of the maximum are kept sorted
 
 
 @dataclass
@@ -167,6 +167,8 @@ def check_plan(
     end_cap: str = "half-slice",
     slice_spacing_mm: float | None = None,
     extra_dirs: Sequence[str] = (),
+    prior_eqd2_gy: Mapping[str, float] | None = None,
+    interval_months: float | None = None,
     progress: Progress | None = None,
 ) -> CheckResult:
     """Evaluate ``dose`` (a :class:`~sbrtstandards.dicom.rtdose.DoseGrid`) against ``protocol_id``."""
@@ -212,7 +214,18 @@ def check_plan(
     constraints: list[Constraint] = []
     for rule in selection:
         constraints.extend(
-            _evaluate_rule(rule, role_planes, dvhs, plan_metrics, reasons, locations, geo, float(rx_gy), int(fractions))
+            _evaluate_rule(
+                rule,
+                role_planes,
+                dvhs,
+                plan_metrics,
+                reasons,
+                locations,
+                geo,
+                float(rx_gy),
+                int(fractions),
+                Reirradiation(dict(prior_eqd2_gy or {}), interval_months),
+            )
         )
     not_applicable = []
     for skipped in selection.skipped:
@@ -356,6 +369,9 @@ class _DoseGeometry:
         self.grid.require_axial("plan metrics")
         self.role_planes = role_planes
         self._masks: dict[str, np.ndarray] = {}
+        self._flat = np.ascontiguousarray(self.dose).ravel()
+        self._extremes: dict[tuple[str, str], Any] = {}
+        self._hot: np.ndarray | None = None  # flat indices of the hottest voxels, hot to cold
 
     def mask(self, label: str, planes: Planes) -> np.ndarray:
         if label not in self._masks:
@@ -377,43 +393,107 @@ class _DoseGeometry:
     def lps(self, kji: Sequence[int]) -> list[float]:
         return [float(v) for v in self.grid.index_to_lps(np.asarray(kji, dtype=float)[::-1])]
 
+    def _extreme(
+        self, where: np.ndarray, pick: Callable[[np.ndarray], Any], fill: float
+    ) -> tuple[float, list[float]] | None:
+        """The dose and position of the voxel that ``pick`` (argmax/argmin) chooses among
+        ``where`` (the first in C order on ties). A small mask: from its own voxels; a large
+        one: over the grid with ``fill`` elsewhere (fewer passes than gathering most of it)."""
+        count = int(np.count_nonzero(where))
+        if count == 0:
+            return None
+        if pick is np.argmax:
+            found = self._among_hot_voxels(where)
+            if found is not None:
+                return found
+        if count > where.size // 8:
+            vals = np.where(where, self.dose, fill).ravel()
+            flat = int(pick(vals))
+            value = float(vals[flat])
+        else:
+            voxels = np.flatnonzero(where)
+            picked = self._flat[voxels]
+            n = int(pick(picked))
+            flat, value = int(voxels[n]), float(picked[n])
+        return value, self.lps(np.unravel_index(flat, self.dose.shape))
+
+    def _among_hot_voxels(self, where: np.ndarray) -> tuple[float, list[float]] | None:
+        """The hottest voxel of ``where`` when it is among the voxels above HOT_FRACTION of the
+        maximum (listed once, hot to cold, C order on ties: the same voxel as an argmax over the
+        masked grid); None when ``where`` has none of them."""
+        if self._hot is None:
+            top = float(self._flat.max()) if self._flat.size else 0.0
+            voxels = np.empty(0, dtype=np.int64)
+            if top > 0 and math.isfinite(top):  # (a NaN dose: argmax over the grid, as before)
+                voxels = np.flatnonzero(self._flat > HOT_FRACTION * top)
+                if len(voxels) > self._flat.size // 16:  # a flat dose: no short list
+                    voxels = np.empty(0, dtype=np.int64)
+            order = np.argsort(-self._flat[voxels], kind="stable")  # stable: C order among equal doses
+            self._hot = voxels[order]
+        hits = np.flatnonzero(where.ravel()[self._hot])
+        if len(hits) == 0:
+            return None
+        flat = int(self._hot[hits[0]])
+        return float(self._flat[flat]), self.lps(np.unravel_index(flat, self.dose.shape))
+
     def hottest(self, where: np.ndarray) -> tuple[float | None, list[float] | None]:
-        if not where.any():
-            return None, None
-        vals = np.where(where, self.dose, -np.inf)
-        idx = np.unravel_index(int(np.argmax(vals)), vals.shape)
-        return float(vals[idx]), self.lps(idx)
+        found = self._extreme(where, np.argmax, -np.inf)
+        return (None, None) if found is None else found
 
     def coldest(self, where: np.ndarray) -> list[float] | None:
-        if not where.any():
-            return None
-        vals = np.where(where, self.dose, np.inf)
-        return self.lps(np.unravel_index(int(np.argmin(vals)), vals.shape))
+        found = self._extreme(where, np.argmin, np.inf)
+        return None if found is None else found[1]
+
+    def location(self, label: str, planes: Planes, hot: bool) -> list[float] | None:
+        """The hottest (or coldest) voxel of a structure, computed once per structure."""
+        key = (label, "hot" if hot else "cold")
+        if key not in self._extremes:
+            mask = self.mask(label, planes)
+            self._extremes[key] = self.hottest(mask)[1] if hot else self.coldest(mask)
+        return self._extremes[key]  # type: ignore[no-any-return]
 
     def isodose_volumes_cc(self, levels_gy: Sequence[float], region: np.ndarray) -> list[float]:
-        """Volumes (cc) of ``region`` receiving at least each level, on a 2x refined grid."""
+        """Volumes (cc) of ``region`` receiving at least each level, on a 2x refined grid.
+
+        Each voxel is split into REFINE**3 sub-voxels whose centres get the trilinear dose
+        (over the bounding box of the voxels above half the lowest level, plus one voxel; the
+        box's edge values extend beyond it). Trilinear is separable, so the sub-voxel doses
+        are made one axis at a time from shifted copies of the box.
+        """
         lo = min(levels_gy)
         candidates = region & (self.dose >= 0.5 * lo)
         if not candidates.any():
             return [0.0 for _ in levels_gy]
-        idx = np.argwhere(candidates)
-        k0, j0, i0 = np.maximum(idx.min(axis=0) - 1, 0)
-        k1, j1, i1 = np.minimum(idx.max(axis=0) + 2, self.dose.shape)
-        box = self.dose[k0:k1, j0:j1, i0:i1]
-        reg = region[k0:k1, j0:j1, i0:i1]
-        # sub-voxel sample offsets: REFINE per axis, centred in each voxel
-        offs = (np.arange(REFINE) + 0.5) / REFINE - 0.5
-        kk, jj, ii = np.meshgrid(*(np.arange(n) for n in box.shape), indexing="ij")
+        bounds = []
+        for axis in range(3):
+            other = tuple(a for a in range(3) if a != axis)
+            used = np.flatnonzero(candidates.any(axis=other))
+            bounds.append(slice(max(int(used[0]) - 1, 0), min(int(used[-1]) + 2, self.dose.shape[axis])))
+        box = self.dose[tuple(bounds)]
+        reg = region[tuple(bounds)]
         totals = np.zeros(len(levels_gy))
-        for dk in offs:
-            for dj in offs:
-                for di in offs:
-                    coords = np.stack([kk + dk, jj + dj, ii + di]).reshape(3, -1)
-                    vals = map_coordinates(box, coords, order=1, mode="nearest").reshape(box.shape)
+        for along_k in _refined(box, 0):
+            for along_j in _refined(along_k, 1):
+                for vals in _refined(along_j, 2):
+                    inside = vals[reg]
                     for n, lvl in enumerate(levels_gy):
-                        totals[n] += np.count_nonzero(reg & (vals >= lvl))
+                        totals[n] += np.count_nonzero(inside >= lvl)
         voxel_cc = self.grid.voxel_volume_cc / REFINE**3
         return [float(t * voxel_cc) for t in totals]
+
+
+def _refined(values: np.ndarray, axis: int) -> list[np.ndarray]:
+    """Linear interpolation at the REFINE sub-voxel offsets ``(m + 1/2) / REFINE - 1/2`` along
+    ``axis``, the edge values extended beyond the ends (as scipy's ``mode="nearest"``)."""
+    n = values.shape[axis]
+    index = np.arange(n)
+    before = np.take(values, np.maximum(index - 1, 0), axis=axis)
+    after = np.take(values, np.minimum(index + 1, n - 1), axis=axis)
+    out = []
+    for m in range(REFINE):
+        d = (m + 0.5) / REFINE - 0.5
+        out.append((-d) * before + (1.0 + d) * values if d < 0 else (1.0 - d) * values + d * after)
+    return out
 
 
 def _plan_metrics(
@@ -489,6 +569,7 @@ def _evaluate_rule(
     geo: _DoseGeometry,
     rx_gy: float,
     fractions: int,
+    reirradiation: Reirradiation | None = None,
 ) -> list[Constraint]:
     def make(structure: str, value: float | None, reason: str = "", location: Any = None) -> Constraint:
         ev = rule.evaluate(value, fractions)
@@ -511,8 +592,9 @@ def _evaluate_rule(
             confirmed=rule.confirmed,
         )
 
-    if rule.prior_dose_discount_percent:
-        return [make(rule.structure, None, "re-irradiation rule: needs the prior course's dose and interval")]
+    reirr = reirradiation or Reirradiation({}, None)
+    if rule.prior_dose_discount_percent and reirr.missing(rule.structure):
+        return [make(rule.structure, None, reirr.missing(rule.structure))]
     if rule.is_plan_metric:
         if rule.metric == "Rx_BED[Gy]":
             return [make("plan", bed(rx_gy, fractions, rule.alpha_beta_gy or 10.0))]
@@ -531,10 +613,34 @@ def _evaluate_rule(
         value, reason = mv.value, mv.reason or ""
         if value is not None and rule.dose_model != "physical":
             value, reason = _biological(rule, value, fractions)
-        mask = geo.mask(label, planes)
-        location = geo.coldest(mask) if rule.comparator in (">", ">=") else geo.hottest(mask)[1]
+        if value is not None and rule.prior_dose_discount_percent:
+            value = reirr.cumulative(rule, value)
+        location = geo.location(label, planes, hot=rule.comparator not in (">", ">="))
         out.append(make(label, value, reason, location))
     return out
+
+
+@dataclass
+class Reirradiation:
+    """The prior course for the Michigan cumulative limits: EQD2 per role and the interval."""
+
+    prior_eqd2_gy: dict[str, float]
+    interval_months: float | None
+
+    def missing(self, role: str) -> str:
+        if role not in self.prior_eqd2_gy:
+            return f"re-irradiation rule: give the prior course's EQD2 of {role} (--prior-eqd2 {role}=GY)"
+        if self.interval_months is None:
+            return "re-irradiation rule: give the time since the prior course (--interval-months)"
+        return ""
+
+    def cumulative(self, rule: Rule, current_eqd2_gy: float) -> float:
+        """Current EQD2 plus the part of the prior EQD2 that the interval band still counts."""
+        from sbrtstandards.radiobiology import discounted_prior_eqd2, interval_band
+
+        assert self.interval_months is not None and rule.prior_dose_discount_percent is not None
+        discount = float(rule.prior_dose_discount_percent.get(interval_band(self.interval_months), 0.0))
+        return current_eqd2_gy + discounted_prior_eqd2(self.prior_eqd2_gy[rule.structure], discount)
 
 
 def _biological(rule: Rule, value: float, fractions: int) -> tuple[float | None, str]:
@@ -585,6 +691,8 @@ def check_files(
     conditions: Mapping[str, Any] | None = None,
     end_cap: str = "half-slice",
     extra_dirs: Sequence[str] = (),
+    prior_eqd2_gy: Mapping[str, float] | None = None,
+    interval_months: float | None = None,
     progress: Progress | None = None,
 ) -> tuple[CheckResult, CheckInputs]:
     """Read the DICOM objects and run :func:`check_plan` (the ``sbrt check`` command)."""
@@ -635,6 +743,8 @@ def check_files(
         slice_spacing_mm=structure_set_spacing_mm(ss),
         extra_dirs=extra_dirs,
         progress=progress,
+        prior_eqd2_gy=prior_eqd2_gy,
+        interval_months=interval_months,
     )
     result.warnings.extend(f"structure left out: {s}" for s in skipped)
     return result, CheckInputs(ss, dose, plan, rx_source)

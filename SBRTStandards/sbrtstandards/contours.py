@@ -52,7 +52,7 @@ import numpy as np
 from sbrtstandards.dicom.rtstruct import Contour, Roi
 from sbrtstandards.errors import InputError
 from sbrtstandards.grid import Grid
-from sbrtstandards.polygons import fill_polygons, polygon_area_mm2
+from sbrtstandards.polygons import fill_polygon_stack, polygon_area_mm2
 
 GAP_FACTOR = 1.5  # a plane spacing above this x the typical one is a gap
 _EPS_MM = 1e-6  # slab boundaries: tolerance for floating-point round-off
@@ -126,10 +126,15 @@ def planes_mask(planes: Mapping[float, Sequence[np.ndarray]], grid: Grid, *, wha
         return mask
     xs, ys, zk = (grid.axis_coords_mm(axis) for axis in range(3))
     slabs = plane_slabs(list(planes), single_plane_half_mm=grid.spacing_mm[2] / 2.0)
+    covering = []
     for z, lower, upper in slabs:
         ks = np.nonzero((zk >= lower - _EPS_MM) & (zk < upper - _EPS_MM))[0]
         if len(ks):
-            mask[ks] = fill_polygons(planes[z], xs, ys)
+            covering.append((z, ks))
+    if covering:  # the planes that cover a slice, filled in one pass
+        filled = fill_polygon_stack([planes[z] for z, _ in covering], xs, ys)
+        for (_, ks), plane_mask in zip(covering, filled):
+            mask[ks] = plane_mask
     return mask
 
 
@@ -200,9 +205,17 @@ def even_odd_area_mm2(polygons: Sequence[np.ndarray]) -> float:
     counts positive at even nesting depth and negative at odd depth.
     """
     polys = [np.asarray(p, dtype=float) for p in polygons if len(p) >= 3]
+    boxes = [(float(p[:, 0].min()), float(p[:, 0].max()), float(p[:, 1].min()), float(p[:, 1].max())) for p in polys]
     total = 0.0
     for i, poly in enumerate(polys):
-        depth = sum(_point_in_polygon(poly[0], other) for j, other in enumerate(polys) if j != i)
+        x, y = float(poly[0, 0]), float(poly[0, 1])
+        depth = 0
+        for j, (x_lo, x_hi, y_lo, y_hi) in enumerate(boxes):
+            # A point outside another polygon's box is outside it (the crossing test gives no or an
+            # even number of crossings there, margin for round-off): test only the others.
+            margin = 1e-9 * (1.0 + abs(x_lo) + abs(x_hi))
+            if j != i and y_lo <= y < y_hi and x_lo - margin <= x < x_hi + margin:
+                depth += _point_in_polygon(poly[0], polys[j])
         area = polygon_area_mm2(poly)
         total += area if depth % 2 == 0 else -area
     return total
@@ -212,7 +225,7 @@ def _point_in_polygon(point: np.ndarray, poly: np.ndarray) -> bool:
     """Crossing-number test with the same half-open rule as :func:`fill_polygons`."""
     x, y = float(point[0]), float(point[1])
     x0, y0 = poly[:, 0], poly[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    x1, y1 = np.concatenate((x0[1:], x0[:1])), np.concatenate((y0[1:], y0[:1]))  # np.roll(., -1)
     crosses = (np.minimum(y0, y1) <= y) & (y < np.maximum(y0, y1))
     with np.errstate(divide="ignore", invalid="ignore"):
         xc = x0 + (y - y0) * (x1 - x0) / (y1 - y0)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from sbrtstandards.cli.common import emit_json, info, json_option, progress_bar, quiet_option
+from sbrtstandards.errors import InputError
 
 
 @click.command(name="check")
@@ -32,6 +33,10 @@ from sbrtstandards.cli.common import emit_json, info, json_option, progress_bar,
     metavar="KEY=VALUE",
     help="Plan facts that rules depend on: child_pugh=A, histology=HCC, reirradiation=true ...",
 )
+@click.option("--prior-eqd2", "prior_texts", multiple=True, metavar="ROLE=GY",
+              help="Re-irradiation: the prior course's EQD2 (alpha/beta 2.5) of an organ, e.g. spinal_cord=30.")
+@click.option("--interval-months", type=float, default=None, metavar="M",
+              help="Re-irradiation: months since the prior course (selects the Michigan discount).")
 @click.option("--end-cap", type=click.Choice(["half-slice", "none"]), default="half-slice", show_default=True)
 @click.option("--protocol-dir", "protocol_dirs", multiple=True, metavar="DIR", help="Folder of your own protocols.")
 @click.option("--html", "html_path", default=None, metavar="PATH", help="Write the HTML report.")
@@ -49,6 +54,8 @@ def check(
     site_class: str | None,
     maps: tuple[str, ...],
     condition_texts: tuple[str, ...],
+    prior_texts: tuple[str, ...],
+    interval_months: float | None,
     end_cap: str,
     protocol_dirs: tuple[str, ...],
     html_path: str | None,
@@ -68,6 +75,7 @@ def check(
 
     mapping = parse_map_options(maps)
     conditions = parse_conditions(condition_texts)
+    prior = _prior_eqd2(prior_texts)
     with progress_bar("check", quiet) as progress:
         result, inputs = check_files(
             rtstruct,
@@ -82,6 +90,8 @@ def check(
             end_cap=end_cap,
             extra_dirs=protocol_dirs,
             progress=progress,
+            prior_eqd2_gy=prior,
+            interval_months=interval_months,
         )
     out = result.to_json()
     out["protocol"]["rx_source"] = inputs.rx_source
@@ -101,6 +111,23 @@ def check(
             info(f"report: {html_path}", json_path)
     if fail_on_violation and result.counts["fail"]:
         sys.exit(1)
+
+
+def _prior_eqd2(texts: tuple[str, ...]) -> dict[str, float]:
+    from sbrtstandards.names import ROLES
+
+    out: dict[str, float] = {}
+    for text in texts:
+        role, sep, value = text.partition("=")
+        role = role.strip()
+        try:
+            gy = float(value)
+        except ValueError:
+            gy = float("nan")
+        if not sep or role not in ROLES or not gy >= 0:
+            raise InputError(f"--prior-eqd2 {text!r}: expected ROLE=GY with a known role (e.g. spinal_cord=30)")
+        out[role] = gy
+    return out
 
 
 def _print_table(result: Any) -> None:

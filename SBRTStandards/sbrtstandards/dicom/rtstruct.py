@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +54,7 @@ GEOMETRIC_TYPES = ("CLOSED_PLANAR", "POINT", "OPEN_PLANAR", "OPEN_NONPLANAR")
 PLANAR_TOLERANCE_MM = 0.01  # spread of z allowed in one axial contour (DS rounding)
 Z_DECIMALS = 3  # plane keys: z rounded to 1 micrometre
 CONTOUR_DATA = Tag(0x3006, 0x0050)
+CONTOUR_SEQUENCE = Tag(0x3006, 0x0040)
 MAX_SHORT_VALUE_BYTES = 0xFFFE  # explicit VR DS has a 16-bit length field
 # Referenced SOP Class of the RT Referenced Study item: Detached Study Management, the
 # value TPSs write and readers expect there.
@@ -113,12 +115,12 @@ class Roi:
                     f"{self.describe()}: closed contour {n} has {len(pts)} point(s); at least 3 are needed"
                 )
             z = pts[:, 2]
-            if float(z.max() - z.min()) > PLANAR_TOLERANCE_MM:
+            if float(_max(z) - _min(z)) > PLANAR_TOLERANCE_MM:
                 raise InputError(
                     f"{self.describe()}: contour {n} is not in an axial plane (z from {z.min():.3f} to "
                     f"{z.max():.3f} mm); only axial contours are supported"
                 )
-            found.append((float(z.mean()), pts[:, :2].copy()))
+            found.append((float(_sum(z)) / len(z), pts[:, :2].copy()))  # z.mean(), without its overhead
         found.sort(key=lambda item: item[0])
         planes: dict[float, list[np.ndarray]] = {}
         group: list[tuple[float, np.ndarray]] = []
@@ -156,8 +158,12 @@ class Roi:
         )
 
 
+_sum, _min, _max = np.add.reduce, np.minimum.reduce, np.maximum.reduce  # what ndarray.mean/min/max call
+
+
 def _plane_key(zs: list[float]) -> float:
-    return round(float(np.mean(zs)), Z_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
+    mean = zs[0] if len(zs) == 1 else float(_sum(np.asarray(zs, dtype=float))) / len(zs)  # np.mean(zs)
+    return round(mean, Z_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def _name_key(name: str) -> str:
@@ -316,6 +322,12 @@ def _interpreted_types(ds: Dataset) -> dict[int, str]:
 
 
 def _contours(item: Dataset, where: str) -> list[Contour]:
+    raw = item.get_item(CONTOUR_SEQUENCE)
+    if isinstance(raw, RawDataElement) and raw.is_little_endian and isinstance(raw.value, (bytes, bytearray)):
+        try:  # still undecoded (a defined-length sequence): parse its bytes directly, ~10x faster
+            return _contours_from_bytes(bytes(raw.value), bool(raw.is_implicit_VR), where)
+        except _UnusualEncoding:
+            pass  # anything unexpected: let pydicom decode it
     out: list[Contour] = []
     for n, contour in enumerate(item.get("ContourSequence", None) or [], start=1):
         points = _contour_points(contour, f"{where}, contour {n}")
@@ -336,9 +348,7 @@ def _contour_points(contour: Dataset, where: str) -> np.ndarray:
     value = elem.value
     try:
         if isinstance(value, (bytes, bytearray)):
-            text = bytes(value).decode("ascii", errors="strict").strip(" \x00")
-            parts = text.split("\\") if text else []
-            flat = np.array(parts, dtype=float)
+            return _ds_points(bytes(value), where)
         elif value is None or value == "":
             flat = np.empty(0)
         elif isinstance(value, (str, int, float)):  # one value (DSfloat is a float)
@@ -347,11 +357,182 @@ def _contour_points(contour: Dataset, where: str) -> np.ndarray:
             flat = np.array([float(v) for v in value], dtype=float)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{where}: Contour Data is not a list of numbers ({exc})") from None
+    return _points_of(flat, where)
+
+
+def _ds_points(raw: bytes, where: str, *, check_finite: bool = True) -> np.ndarray:
+    """(N, 3) points of the undecoded DS text of a Contour Data element."""
+    try:
+        text = raw.decode("ascii", errors="strict").strip(" \x00")
+        flat = np.array(text.split("\\") if text else [], dtype=float)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{where}: Contour Data is not a list of numbers ({exc})") from None
+    return _points_of(flat, where, check_finite=check_finite)
+
+
+def _points_of(flat: np.ndarray, where: str, *, check_finite: bool = True) -> np.ndarray:
     if flat.size % 3 != 0:
         raise InputError(f"{where}: Contour Data has {flat.size} values, not a multiple of 3 (x, y, z)")
-    if not np.all(np.isfinite(flat)):
+    if check_finite and not np.all(np.isfinite(flat)):
         raise InputError(f"{where}: Contour Data contains non-finite values")
     return flat.reshape(-1, 3)
+
+
+# ----------------------------------------------------------------------------- undecoded Contour Sequence
+#
+# pydicom builds a Dataset per contour item and a DataElement per attribute: 0.3 ms per
+# contour, a third of a second for a thoracic structure set of 2600 contours. A Contour
+# Sequence read from a file with defined lengths is still its raw value bytes, and only
+# three attributes of each item matter here, so they are read straight from the bytes
+# (little endian, explicit or implicit VR; PS3.5 7.1 and 7.5). Anything unusual (big
+# endian, an unknown VR, a truncated item, a multi-valued type) raises _UnusualEncoding
+# and pydicom decodes the sequence instead, so the result is the same either way.
+
+_ITEM = (0xFFFE, 0xE000)
+_ITEM_END = (0xFFFE, 0xE00D)
+_SEQUENCE_END = (0xFFFE, 0xE0DD)
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_SHORT_VRS = frozenset(
+    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL",
+     b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
+)  # fmt: skip
+_GEOMETRIC_TYPE_TAG = (0x3006, 0x0042)
+_CONTOUR_DATA_TAG = (0x3006, 0x0050)
+_CONTOUR_IMAGES_TAG = (0x3006, 0x0016)
+_REFERENCED_SOP_INSTANCE_TAG = (0x0008, 0x1155)
+_HEADER = struct.Struct("<HH")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")  # tag, VR, 16-bit length (PS3.5 7.1.2)
+_IMPLICIT_HEADER = struct.Struct("<HHI")  # tag, 32-bit length (PS3.5 7.1.3)
+
+
+class _UnusualEncoding(Exception):
+    """Bytes that the direct reader does not handle: decode them with pydicom instead."""
+
+
+def _contours_from_bytes(raw: bytes, implicit: bool, where: str) -> list[Contour]:
+    """The contours of an undecoded Contour Sequence value (as :func:`_contours` via pydicom)."""
+    out: list[Contour] = []
+    for n, (start, end) in enumerate(_items(raw, 0, len(raw), implicit)[0], start=1):
+        fields = _item_elements(raw, start, end, implicit)
+        data = fields.get(_CONTOUR_DATA_TAG)
+        if data is None:
+            continue
+        points = _ds_points(raw[data[0] : data[1]], f"{where}, contour {n}", check_finite=False)
+        if len(points) == 0:
+            continue
+        gtype = _text(raw, fields.get(_GEOMETRIC_TYPE_TAG)) or "CLOSED_PLANAR"
+        ref = ""
+        images = fields.get(_CONTOUR_IMAGES_TAG)
+        if images is not None:
+            image_items = _items(raw, images[0], images[1], implicit)[0]
+            if image_items:
+                first = _item_elements(raw, image_items[0][0], image_items[0][1], implicit)
+                ref = _text(raw, first.get(_REFERENCED_SOP_INSTANCE_TAG))
+        out.append(Contour(points, gtype.upper(), ref or None))
+    if out and not np.isfinite(np.concatenate([c.points_mm for c in out])).all():  # one check, then name it
+        for n, contour in enumerate(out, start=1):
+            if not np.isfinite(contour.points_mm).all():
+                raise InputError(f"{where}, contour {n}: Contour Data contains non-finite values")
+    return out
+
+
+def _text(raw: bytes, span: tuple[int, int] | None) -> str:
+    """A single-valued text attribute (CS, UI), padding removed."""
+    if span is None:
+        return ""
+    try:
+        text = raw[span[0] : span[1]].decode("ascii").strip(" \x00")
+    except UnicodeDecodeError:
+        raise _UnusualEncoding from None
+    if "\\" in text:
+        raise _UnusualEncoding
+    return text
+
+
+def _items(raw: bytes, pos: int, end: int, implicit: bool) -> tuple[list[tuple[int, int]], int]:
+    """(start, end) of the content of each item of a sequence value from ``pos`` to ``end``,
+    and where the value ends (after its Sequence Delimitation Item when it has one)."""
+    items: list[tuple[int, int]] = []
+    while pos < end:
+        if pos + 8 > end:
+            raise _UnusualEncoding
+        tag = _HEADER.unpack_from(raw, pos)
+        length = _U32.unpack_from(raw, pos + 4)[0]
+        pos += 8
+        if tag == _SEQUENCE_END:
+            return items, pos
+        if tag != _ITEM:
+            raise _UnusualEncoding
+        start = pos
+        if length == _UNDEFINED_LENGTH:  # ends with an Item Delimitation Item
+            content_end, pos = _skip_elements(raw, pos, end, implicit)
+        else:
+            content_end = pos = pos + length
+            if content_end > end:
+                raise _UnusualEncoding
+        items.append((start, content_end))
+    return items, pos
+
+
+def _element_header(raw: bytes, pos: int, implicit: bool) -> tuple[tuple[int, int], int, int]:
+    """Tag, value length and value offset of the data element at ``pos``."""
+    tag = _HEADER.unpack_from(raw, pos)
+    if implicit or tag[0] == 0xFFFE:  # delimiters have no VR in either encoding
+        return tag, _U32.unpack_from(raw, pos + 4)[0], pos + 8
+    vr = raw[pos + 4 : pos + 6]
+    if vr in _LONG_VRS:
+        return tag, _U32.unpack_from(raw, pos + 8)[0], pos + 12
+    if vr in _SHORT_VRS:
+        return tag, _U16.unpack_from(raw, pos + 6)[0], pos + 8
+    raise _UnusualEncoding
+
+
+def _skip_elements(raw: bytes, pos: int, end: int, implicit: bool) -> tuple[int, int]:
+    """Walk the elements of an undefined-length item: (end of its content, position after its
+    Item Delimitation Item)."""
+    while pos + 8 <= end:
+        tag, length, value = _element_header(raw, pos, implicit)
+        if tag == _ITEM_END:
+            return pos, value
+        pos = _element_end(raw, value, length, end, implicit)
+    raise _UnusualEncoding
+
+
+def _element_end(raw: bytes, value: int, length: int, end: int, implicit: bool) -> int:
+    """Where an element whose value starts at ``value`` ends (nested sequences included)."""
+    if length == _UNDEFINED_LENGTH:  # only a sequence (SQ, or UN/implicit read as one) has no length
+        return _items(raw, value, end, implicit)[1]
+    if value + length > end:
+        raise _UnusualEncoding
+    return value + length
+
+
+def _item_elements(raw: bytes, pos: int, end: int, implicit: bool) -> dict[tuple[int, int], tuple[int, int]]:
+    """Tag -> (start, end) of the value of each top-level element of an item's content."""
+    out: dict[tuple[int, int], tuple[int, int]] = {}
+    while pos < end:
+        if pos + 8 > end:
+            raise _UnusualEncoding
+        if implicit:
+            group, element, length = _IMPLICIT_HEADER.unpack_from(raw, pos)
+            value = pos + 8
+        else:
+            group, element, vr, length = _EXPLICIT_HEADER.unpack_from(raw, pos)
+            if vr in _LONG_VRS:
+                length = _U32.unpack_from(raw, pos + 8)[0]
+                value = pos + 12
+            elif vr in _SHORT_VRS:
+                value = pos + 8
+            else:
+                raise _UnusualEncoding
+        if group == 0xFFFE:  # no delimiter inside an item's content
+            raise _UnusualEncoding
+        pos = _element_end(raw, value, length, end, implicit)
+        out[(group, element)] = (value, pos)
+    return out
 
 
 def _color(value: Any) -> tuple[int, int, int] | None:
