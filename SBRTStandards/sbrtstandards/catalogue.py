@@ -140,6 +140,10 @@ PLAN_METRICS: dict[str, tuple[str, str]] = {
     "Dmax[%]": ("%", "global dose maximum (the hot spot), % of Rx"),
     "Dmax_outside_ITV[%]": ("%", "maximum dose outside the ITV, % of Rx"),
     "Dmax_outside_PTV[%]": ("%", "maximum dose outside the PTV, % of Rx"),
+    "V105%_outside_ITV[cc]": ("cc", "volume receiving >= 105 % of Rx outside the ITV"),
+    "V110%_outside_ITV[cc]": ("cc", "volume receiving >= 110 % of Rx outside the ITV"),
+    "V105%_outside_PTV[cc]": ("cc", "volume receiving >= 105 % of Rx outside the PTV"),
+    "V110%_outside_PTV[cc]": ("cc", "volume receiving >= 110 % of Rx outside the PTV"),
     "dose_grid_mm": ("mm", "largest spacing of the dose calculation grid"),
     "Rx_BED[Gy]": ("Gy", "BED of the prescription (alpha/beta of the rule)"),
 }

@@ -22,6 +22,8 @@ whole dose grid, computed on the dose grid refined 2x per axis with trilinear do
 * ``HI`` (ICRU 83) = (D2% - D98%) / D50% of the PTV;
 * ``Dmax[%]``, ``Dmax_outside_ITV[%]``, ``Dmax_outside_PTV[%]``: the maximum dose (at the
   dose-grid points, inside the Body when there is one) overall and outside the ITV / PTV;
+* ``V105%_outside_PTV[cc]``, ``V110%_outside_ITV[cc]`` (and the other pairs): hot-spot
+  volumes outside the target, from the same refined isodose computation;
 * ``dose_grid_mm``: the largest dose-grid spacing; ``Rx_BED[Gy]``: the prescription's BED.
 
 Each constraint carries ``location_mm`` (LPS) where the viewer should look: the hottest point
@@ -35,7 +37,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,7 +49,7 @@ from sbrtstandards.dvh import Dvh, compute_dvhs
 from sbrtstandards.errors import InputError
 from sbrtstandards.grid import Grid
 from sbrtstandards.metrics import evaluate as evaluate_metric
-from sbrtstandards.radiobiology import bed, eqd2
+from sbrtstandards.radiobiology import bed, bed_array, eqd2_array
 
 Planes = Mapping[float, Sequence[np.ndarray]]
 Progress = Callable[[float, str], None]
@@ -514,8 +516,14 @@ def _plan_metrics(
         if m is None:
             values[key], reasons[key] = None, f"no {role} structure"
             continue
-        val, at = geo.hottest(region & ~m)
+        outside = region & ~m
+        val, at = geo.hottest(outside)
         values[key], where[key] = (None if val is None else 100.0 * val / rx_gy), at
+        # hot-spot volumes outside the target: the lung standard keeps >105 % inside the PTV (§6.1(5))
+        v105, v110 = geo.isodose_volumes_cc([1.05 * rx_gy, 1.10 * rx_gy], outside)
+        for pct, vol in ((105, v105), (110, v110)):
+            values[f"V{pct}%_outside_{role}[cc]"] = vol
+            where[f"V{pct}%_outside_{role}[cc]"] = at
     if ptv_label is None:
         for key in ("CI_RTOG", "CI_Paddick", "GI", "R50", "D2cm[%]", "HI"):
             values[key], reasons[key] = None, "no PTV structure"
@@ -609,10 +617,10 @@ def _evaluate_rule(
     out = []
     for label, planes in items:
         dvh = dvhs[label]
+        if rule.dose_model != "physical":
+            dvh = biological_dvh(dvh, rule.dose_model, fractions, rule.alpha_beta_gy or 3.0)
         mv = evaluate_metric(rule.metric, dvh, rx_gy=rx_gy)
         value, reason = mv.value, mv.reason or ""
-        if value is not None and rule.dose_model != "physical":
-            value, reason = _biological(rule, value, fractions)
         if value is not None and rule.prior_dose_discount_percent:
             value = reirr.cumulative(rule, value)
         location = geo.location(label, planes, hot=rule.comparator not in (">", ">="))
@@ -643,14 +651,21 @@ class Reirradiation:
         return current_eqd2_gy + discounted_prior_eqd2(self.prior_eqd2_gy[rule.structure], discount)
 
 
-def _biological(rule: Rule, value: float, fractions: int) -> tuple[float | None, str]:
-    """A physical dose metric converted to EQD2 or BED (volume metrics cannot be converted here)."""
-    if not rule.metric.startswith(("D", "Max", "Mean", "Min")) or rule.metric.startswith("DC"):
-        return None, f"{rule.dose_model} of a volume metric needs a voxelwise {rule.dose_model} DVH"
-    ab = rule.alpha_beta_gy or 3.0
-    if rule.dose_model == "eqd2":
-        return eqd2(value, fractions, ab), ""
-    return bed(value, fractions, ab), ""
+def biological_dvh(dvh: Dvh, model: str, fractions: int, alpha_beta_gy: float) -> Dvh:
+    """The voxelwise EQD2 (or BED) DVH: each sample's dose converted with the LQ model.
+
+    EQD2 and BED grow monotonically with dose, so the samples keep their hot-to-cold order and
+    every metric (Dx, Vx, CVx, mean) of the converted DVH is exact for the sampled structure.
+    """
+    convert = eqd2_array if model == "eqd2" else bed_array
+    doses = np.asarray(convert(dvh.doses_gy, fractions, alpha_beta_gy), dtype=float)
+    weights = dvh.weights_cc
+    mean = float(np.sum(doses * weights) / np.sum(weights)) if len(weights) else None
+
+    def one(v: float | None) -> float | None:
+        return None if v is None else float(convert(np.asarray([v]), fractions, alpha_beta_gy)[0])
+
+    return replace(dvh, doses_gy=doses, min_gy=one(dvh.min_gy), max_gy=one(dvh.max_gy), mean_gy=mean)
 
 
 def _json_limit(limit: Any) -> Any:

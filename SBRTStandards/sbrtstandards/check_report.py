@@ -27,6 +27,10 @@ PLAN_METRIC_LABELS = {
     "Dmax[%]": "Dmax (% of Rx)",
     "Dmax_outside_ITV[%]": "Dmax outside ITV (% of Rx)",
     "Dmax_outside_PTV[%]": "Dmax outside PTV (% of Rx)",
+    "V105%_outside_PTV[cc]": "≥105% isodose outside PTV (cc)",
+    "V110%_outside_PTV[cc]": "≥110% isodose outside PTV (cc)",
+    "V105%_outside_ITV[cc]": "≥105% isodose outside ITV (cc)",
+    "V110%_outside_ITV[cc]": "≥110% isodose outside ITV (cc)",
     "dose_grid_mm": "Dose grid (mm)",
 }
 
