@@ -281,9 +281,9 @@ class Rule:
         if value is None or not math.isfinite(float(value)):
             return Evaluation("not_evaluated", limit, minor, "no value")
         v = float(value)
-        if _satisfies(v, self.comparator, limit):
+        if satisfies(v, self.comparator, limit):
             return Evaluation("pass", limit, minor)
-        if minor is not None and _satisfies(v, self.comparator, minor):
+        if minor is not None and satisfies(v, self.comparator, minor):
             return Evaluation("minor", limit, minor, "beyond the limit, within the acceptable variation")
         if self.priority == "optimal":
             return Evaluation("minor", limit, minor, "optimal objective not met")
@@ -1340,7 +1340,8 @@ def _scale(limit: Limit | None, factor: int) -> Limit | None:
     return limit * factor
 
 
-def _satisfies(value: float, comparator: str, limit: Limit | None) -> bool:
+def satisfies(value: float, comparator: str, limit: Limit | None) -> bool:
+    """``value comparator limit`` (``range`` inclusive, ``abs<=`` compares |value|); no limit: False."""
     if limit is None:
         return False
     if comparator == "range":
@@ -1467,7 +1468,7 @@ def _condition_holds(kind: str, spec: Any, value: Any) -> bool:
         return bool(value) is spec
     m = _NUMERIC_CONDITION.match(spec)
     assert m is not None
-    return _satisfies(float(value), m.group(1), float(m.group(2)))
+    return satisfies(float(value), m.group(1), float(m.group(2)))
 
 
 def _describe_condition(spec: Any) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from sbrtstandards.catalogue import satisfies
 from sbrtstandards.errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -98,22 +99,6 @@ def quantity(value: Any, unit: str, where: str) -> float:
 
 # --------------------------------------------------------------------------------------------
 # limits
-
-
-def satisfies(value: float, comparator: str, limit: Limit) -> bool:
-    """``value comparator limit`` (``range`` is inclusive, ``abs<=`` compares |value|)."""
-    if comparator == "range":
-        lo, hi = limit  # type: ignore[misc]
-        return lo <= value <= hi
-    lim = float(limit)  # type: ignore[arg-type]
-    return {
-        "<": value < lim,
-        "<=": value <= lim,
-        ">": value > lim,
-        ">=": value >= lim,
-        "abs<": abs(value) < lim,
-        "abs<=": abs(value) <= lim,
-    }[comparator]
 
 
 def grade(
