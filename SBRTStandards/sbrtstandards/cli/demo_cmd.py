@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import webbrowser
 
 import click
@@ -50,4 +52,13 @@ def demo(out_dir: str, phases: int, open_report: bool, json_path: str | None, qu
     )
     info(f"report: {result.report_path}", json_path, quiet=False)
     if open_report:
-        webbrowser.open(result.report_path.as_uri())
+        if _has_display() and webbrowser.open(result.report_path.as_uri()):
+            return
+        click.echo("(no display or web browser here: open the report above in a browser)", err=True)
+
+
+def _has_display() -> bool:
+    """A desktop to open a browser on (always on macOS and Windows; X11 or Wayland on Linux)."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
