@@ -7,9 +7,11 @@ the MRML adapters ``sbrtstandards.slicer`` and calls the same core functions as 
 :func:`sbrtstandards.projections.project_phases`, :func:`sbrtstandards.itv.build_itv` and
 :func:`sbrtstandards.itv.threshold_assist`.
 
-This file also holds the two helpers that every SBRT module uses (the other modules import them from
+This file also holds the helpers that every SBRT module uses (the other modules import them from
 here): :func:`ensureRequirements`, which installs the core's packages that Slicer's Python lacks,
-and :func:`reloadSbrtStandards`, which re-imports the core before Slicer's Reload re-reads a module.
+:func:`reloadSbrtStandards`, which re-imports the core before Slicer's Reload re-reads a module,
+:func:`describeModule`, the metadata all modules share, and :class:`SBRTWidgetMixin`, the widget
+lifecycle (parameter node binding, scene close, Reload) all modules share.
 
 Phase GTVs come in one of two shapes, both usual in Slicer:
 
@@ -222,6 +224,109 @@ def lpsToRas(point_mm: Sequence[float]) -> list[float]:
     return [float(v) for v in LPS_TO_RAS @ np.asarray(point_mm, dtype=float)]
 
 
+def describeModule(
+    parent: Any,
+    *,
+    title: str,
+    dependencies: Sequence[str],
+    helpText: str,
+    acknowledgementText: str | None = None,
+) -> None:
+    """Fill the metadata every SBRT module shows in the same way: category, contributors, links, credits.
+
+    ``title``, ``helpText`` and ``acknowledgementText`` come translated by the module (``_()``); the
+    documentation link is appended to the help, and the default acknowledgement names the standards.
+    """
+    parent.title = title
+    parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
+    parent.dependencies = list(dependencies)
+    parent.contributors = list(CONTRIBUTORS)
+    parent.helpText = helpText
+    parent.helpText += f'<p><a href="{DOCUMENTATION_URL}">' + _("Documentation") + "</a></p>"
+    if acknowledgementText is None:
+        acknowledgementText = _(
+            "SBRT Standards turns the Chinese lung/thoracic (T/CNHAW-B-0020-2025) and liver/biliary "
+            "(T/CNHAW-B-0017-2025) SBRT standards, AAPM TG-101, RTOG 0813/0915, the UK SABR consensus and "
+            "the Michigan re-irradiation limits into tools for 3D Slicer."
+        )
+    parent.acknowledgementText = acknowledgementText
+
+
+class SBRTWidgetMixin:
+    """The widget lifecycle every SBRT module shares (put it first in the bases, before Slicer's classes).
+
+    The widget binds its .ui to the module's parameter node and calls ``self._updateGUI`` whenever the
+    node changes; a closing scene drops the node and the re-opened scene gets a fresh one. Subclasses
+    provide ``_updateGUI`` and ``initializeParameterNode`` (the node, then the default inputs), and build
+    their GUI in ``setup`` with :meth:`setupWidget`.
+    """
+
+    def __init__(self, parent: Any = None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: Any = None
+        self._parameterNode: Any = None
+        self._parameterNodeGuiTag: Any = None
+
+    def setupWidget(self, uiPath: str, logic: Any) -> None:
+        """Load the .ui, give its MRML widgets the scene, keep the logic and follow the scene closing."""
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath(uiPath))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = logic
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+    def _updateGUI(self, caller: Any = None, event: Any = None) -> None:
+        raise NotImplementedError
+
+    def initializeParameterNode(self) -> None:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+
+    def onSceneStartClose(self, caller: Any, event: Any) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller: Any, event: Any) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onReload(self) -> None:
+        """Re-import the core first: Slicer's Reload re-reads only the module file."""
+        reloadSbrtStandards()
+        ScriptedLoadableModuleWidget.onReload(self)
+
+    def setParameterNode(self, inputParameterNode: Any) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Every bound widget has the "SlicerParameterName" dynamic property in the .ui file.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+            self._updateGUI()
+
+    def _progress(self, fraction: float, message: str) -> None:
+        """Progress of the logic on the .ui's ``progressBar`` and ``statusLabel`` (keeps the GUI alive)."""
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message
+        slicer.app.processEvents()
+
+
 #
 # SBRT4DCT
 #
@@ -232,11 +337,7 @@ class SBRT4DCT(ScriptedLoadableModule):
 
     def __init__(self, parent: Any) -> None:
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = _("SBRT 4D-CT")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
-        self.parent.dependencies = ["Sequences", "Segmentations"]
-        self.parent.contributors = list(CONTRIBUTORS)
-        self.parent.helpText = _(
+        helpText = _(
             "From the breathing phases of a 4D-CT (a phase sequence, or phase volumes gathered into one), "
             "builds the maximum (MIP), average (AVG) and minimum (MinIP) intensity projections. From the GTV "
             "of each phase, builds the ITV as the union of the phase GTVs on the AVG geometry, checks what "
@@ -247,11 +348,8 @@ class SBRT4DCT(ScriptedLoadableModule):
             "each with a segment named like the GTV name), or one segmentation whose segments are named by "
             "phase ('GTV 0%', 'GTV_10', 'GTV phase 20'). Centroids in the table are in RAS millimetres. "
         )
-        self.parent.helpText += f'<p><a href="{DOCUMENTATION_URL}">' + _("Documentation") + "</a></p>"
-        self.parent.acknowledgementText = _(
-            "SBRT Standards turns the Chinese lung/thoracic (T/CNHAW-B-0020-2025) and liver/biliary "
-            "(T/CNHAW-B-0017-2025) SBRT standards, AAPM TG-101, RTOG 0813/0915, the UK SABR consensus and "
-            "the Michigan re-irradiation limits into tools for 3D Slicer."
+        describeModule(
+            self.parent, title=_("SBRT 4D-CT"), dependencies=["Sequences", "Segmentations"], helpText=helpText
         )
 
 
@@ -290,54 +388,18 @@ class SBRT4DCTParameterNode:
 #
 
 
-class SBRT4DCTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class SBRT4DCTWidget(SBRTWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Thin GUI: binds the .ui to the parameter node, runs the logic, shows the table and motion."""
 
-    def __init__(self, parent: Any = None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.logic: SBRT4DCTLogic | None = None
-        self._parameterNode: SBRT4DCTParameterNode | None = None
-        self._parameterNodeGuiTag: Any = None
+    logic: SBRT4DCTLogic | None
+    _parameterNode: SBRT4DCTParameterNode | None
 
     def setup(self) -> None:
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SBRT4DCT.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = SBRT4DCTLogic()
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.setupWidget("UI/SBRT4DCT.ui", SBRT4DCTLogic())
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.makeSequenceButton.connect("clicked(bool)", self.onMakeSequenceButton)
         self.initializeParameterNode()
-
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-
-    def onSceneStartClose(self, caller: Any, event: Any) -> None:
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller: Any, event: Any) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def onReload(self) -> None:
-        """Re-import the core first: Slicer's Reload re-reads only this file."""
-        reloadSbrtStandards()
-        ScriptedLoadableModuleWidget.onReload(self)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -346,18 +408,7 @@ class SBRT4DCTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if first:
                 self._parameterNode.phaseSequence = first
 
-    def setParameterNode(self, inputParameterNode: SBRT4DCTParameterNode | None) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            # Every bound widget has the "SlicerParameterName" dynamic property in the .ui file.
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
-
-    def _checkCanApply(self, caller: Any = None, event: Any = None) -> None:
+    def _updateGUI(self, caller: Any = None, event: Any = None) -> None:
         ready = bool(self._parameterNode and self._parameterNode.phaseSequence)
         self.ui.applyButton.enabled = ready
         self.ui.applyButton.toolTip = (
@@ -368,11 +419,6 @@ class SBRT4DCTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.assistModeComboBox.enabled = bool(self._parameterNode and self._parameterNode.thresholdAssist)
         if self._parameterNode:
             self.ui.phaseTableView.setMRMLTableNode(self._parameterNode.phaseTable)
-
-    def _progress(self, fraction: float, message: str) -> None:
-        self.ui.progressBar.value = int(round(100 * fraction))
-        self.ui.statusLabel.text = message
-        slicer.app.processEvents()
 
     def onMakeSequenceButton(self) -> None:
         """Gather the checked phase volumes into a phase sequence (labels read from the volume names)."""

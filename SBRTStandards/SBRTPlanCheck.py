@@ -22,17 +22,15 @@ import qt
 import slicer
 import vtk
 from SBRT4DCT import (
-    CONTRIBUTORS,
-    DOCUMENTATION_URL,
     Progress,
+    SBRTWidgetMixin,
+    describeModule,
     ensureRequirements,
     lpsToRas,
-    reloadSbrtStandards,
     subProgress,
 )
 from slicer import vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
-from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -90,11 +88,7 @@ class SBRTPlanCheck(ScriptedLoadableModule):
 
     def __init__(self, parent: Any) -> None:
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = _("SBRT Plan Check")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
-        self.parent.dependencies = ["Segmentations", "SBRT4DCT"]
-        self.parent.contributors = list(CONTRIBUTORS)
-        self.parent.helpText = _(
+        helpText = _(
             "Evaluates a plan against a protocol of the standards catalogue (the Chinese lung and liver SBRT "
             "standards, AAPM TG-101, the UK SABR liver consensus, the Michigan re-irradiation limits): DVH "
             "constraints of every organ at risk and target, and the plan-quality metrics (CI, Paddick CI, GI,"
@@ -107,11 +101,11 @@ class SBRTPlanCheck(ScriptedLoadableModule):
             " and highlights the structure. The DVH curves use SlicerRT's table layout, and the HTML report "
             "is the one of 'sbrt check --html'. "
         )
-        self.parent.helpText += f'<p><a href="{DOCUMENTATION_URL}">' + _("Documentation") + "</a></p>"
-        self.parent.acknowledgementText = _(
-            "SBRT Standards turns the Chinese lung/thoracic (T/CNHAW-B-0020-2025) and liver/biliary "
-            "(T/CNHAW-B-0017-2025) SBRT standards, AAPM TG-101, RTOG 0813/0915, the UK SABR consensus and the"
-            " Michigan re-irradiation limits into tools for 3D Slicer."
+        describeModule(
+            self.parent,
+            title=_("SBRT Plan Check"),
+            dependencies=["Segmentations", "SBRT4DCT"],
+            helpText=helpText,
         )
 
 
@@ -151,31 +145,22 @@ class SBRTPlanCheckParameterNode:
 #
 
 
-class SBRTPlanCheckWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class SBRTPlanCheckWidget(SBRTWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Thin GUI: binds the .ui to the parameter node, runs the check, shows the coloured constraints."""
 
+    logic: SBRTPlanCheckLogic | None
+    _parameterNode: SBRTPlanCheckParameterNode | None
+
     def __init__(self, parent: Any = None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.logic: SBRTPlanCheckLogic | None = None
-        self._parameterNode: SBRTPlanCheckParameterNode | None = None
-        self._parameterNodeGuiTag: Any = None
+        SBRTWidgetMixin.__init__(self, parent)
         self._rows: list[dict[str, Any]] = []
         self._savedDisplay: dict[str, float] = {}
 
     def setup(self) -> None:
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SBRTPlanCheck.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = SBRTPlanCheckLogic()
+        self.setupWidget("UI/SBRTPlanCheck.ui", SBRTPlanCheckLogic())
         # Only dose volumes: SlicerRT's attribute, whatever the node is called.
         self.ui.doseVolumeSelector.addAttribute("vtkMRMLScalarVolumeNode", DOSE_VOLUME_ATTRIBUTE)
         self._fillProtocols()
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.protocolComboBox.connect("currentIndexChanged(int)", self.onProtocolChanged)
         self.ui.rtplanBrowseButton.connect("clicked(bool)", self.onRtplanBrowse)
@@ -187,31 +172,13 @@ class SBRTPlanCheckWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
         self.initializeParameterNode()
 
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
     def exit(self) -> None:
         self._restoreDisplay()
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+        SBRTWidgetMixin.exit(self)
 
     def onSceneStartClose(self, caller: Any, event: Any) -> None:
         self._savedDisplay = {}
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller: Any, event: Any) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def onReload(self) -> None:
-        """Re-import the core first: Slicer's Reload re-reads only this file."""
-        reloadSbrtStandards()
-        ScriptedLoadableModuleWidget.onReload(self)
+        SBRTWidgetMixin.onSceneStartClose(self, caller, event)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -224,16 +191,6 @@ class SBRTPlanCheckWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
             if first:
                 p.segmentation = first
-
-    def setParameterNode(self, inputParameterNode: SBRTPlanCheckParameterNode | None) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
-            self._updateGUI()
 
     def _fillProtocols(self) -> None:
         """The protocol combo box: one item per catalogue protocol (id as item data, title shown)."""
@@ -278,11 +235,6 @@ class SBRTPlanCheckWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         protocolId = self.ui.protocolComboBox.itemData(index) or ""
         if protocolId and protocolId != self._parameterNode.protocolId:
             self._parameterNode.protocolId = protocolId
-
-    def _progress(self, fraction: float, message: str) -> None:
-        self.ui.progressBar.value = int(round(100 * fraction))
-        self.ui.statusLabel.text = message
-        slicer.app.processEvents()
 
     def onRtplanBrowse(self) -> None:
         path = qt.QFileDialog.getOpenFileName(

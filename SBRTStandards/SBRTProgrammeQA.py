@@ -20,11 +20,9 @@ from typing import Annotated, Any, Optional
 
 import qt
 import slicer
-import vtk
-from SBRT4DCT import CONTRIBUTORS, DOCUMENTATION_URL, Progress, ensureRequirements, reloadSbrtStandards
+from SBRT4DCT import Progress, SBRTWidgetMixin, describeModule, ensureRequirements
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
-from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -110,11 +108,7 @@ class SBRTProgrammeQA(ScriptedLoadableModule):
 
     def __init__(self, parent: Any) -> None:
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = _("SBRT Programme QA")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
-        self.parent.dependencies = ["Volumes", "SBRT4DCT"]
-        self.parent.contributors = list(CONTRIBUTORS)
-        self.parent.helpText = _(
+        helpText = _(
             "Quality assurance of a radiotherapy programme, the same checks as the 'sbrt tbi', 'sbrt machine-qa',"
             " 'sbrt qc' and 'sbrt gamma' commands. TBI record: a set-up record (JSON) against annex 2 of the TBI "
             "specification (SMD, field size, spoiler, dose rate, lung dose, site doses...), each check pass, "
@@ -125,11 +119,17 @@ class SBRTProgrammeQA(ScriptedLoadableModule):
             "with the dose difference, distance to agreement, low-dose cutoff and global or local "
             "normalisation; the pass rate, a gamma volume and a summary table. "
         )
-        self.parent.helpText += f'<p><a href="{DOCUMENTATION_URL}">' + _("Documentation") + "</a></p>"
-        self.parent.acknowledgementText = _(
+        acknowledgementText = _(
             "SBRT Standards turns the Chinese lung/thoracic (T/CNHAW-B-0020-2025) and liver/biliary "
             "(T/CNHAW-B-0017-2025) SBRT standards, the TBI, seed implantation and ablation specifications, "
             "AAPM TG-101 and the UK SABR consensus into tools for 3D Slicer."
+        )
+        describeModule(
+            self.parent,
+            title=_("SBRT Programme QA"),
+            dependencies=["Volumes", "SBRT4DCT"],
+            helpText=helpText,
+            acknowledgementText=acknowledgementText,
         )
 
 
@@ -175,29 +175,17 @@ class SBRTProgrammeQAParameterNode:
 #
 
 
-class SBRTProgrammeQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class SBRTProgrammeQAWidget(SBRTWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Thin GUI: four sections, each reads its inputs from the parameter node and shows a table."""
 
-    def __init__(self, parent: Any = None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.logic: SBRTProgrammeQALogic | None = None
-        self._parameterNode: SBRTProgrammeQAParameterNode | None = None
-        self._parameterNodeGuiTag: Any = None
+    logic: SBRTProgrammeQALogic | None
+    _parameterNode: SBRTProgrammeQAParameterNode | None
 
     def setup(self) -> None:
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SBRTProgrammeQA.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = SBRTProgrammeQALogic()
+        self.setupWidget("UI/SBRTProgrammeQA.ui", SBRTProgrammeQALogic())
         # Only dose volumes: SlicerRT's attribute, whatever the node is called.
         self.ui.referenceDoseSelector.addAttribute("vtkMRMLScalarVolumeNode", DOSE_VOLUME_ATTRIBUTE)
         self.ui.evaluatedDoseSelector.addAttribute("vtkMRMLScalarVolumeNode", DOSE_VOLUME_ATTRIBUTE)
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.tbiBrowseButton.connect("clicked(bool)", self.onTbiBrowse)
         self.ui.tbiApplyButton.connect("clicked(bool)", self.onTbiApply)
@@ -208,30 +196,6 @@ class SBRTProgrammeQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.gammaApplyButton.connect("clicked(bool)", self.onGammaApply)
         self.initializeParameterNode()
 
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
-
-    def onSceneStartClose(self, caller: Any, event: Any) -> None:
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller: Any, event: Any) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def onReload(self) -> None:
-        """Re-import the core first: Slicer's Reload re-reads only this file."""
-        reloadSbrtStandards()
-        ScriptedLoadableModuleWidget.onReload(self)
-
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         p = self._parameterNode
@@ -240,16 +204,6 @@ class SBRTProgrammeQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.referenceDose = doses[0]
         if not p.evaluatedDose and len(doses) > 1:
             p.evaluatedDose = next(d for d in doses if d.GetID() != p.referenceDose.GetID())
-
-    def setParameterNode(self, inputParameterNode: SBRTProgrammeQAParameterNode | None) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
-            self._updateGUI()
 
     def _updateGUI(self, caller: Any = None, event: Any = None) -> None:
         p = self._parameterNode

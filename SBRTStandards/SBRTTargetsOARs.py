@@ -20,19 +20,16 @@ from typing import Annotated, Any, Optional
 
 import numpy as np
 import slicer
-import vtk
 from SBRT4DCT import (
-    CONTRIBUTORS,
-    DOCUMENTATION_URL,
     Progress,
+    SBRTWidgetMixin,
+    describeModule,
     ensureRequirements,
-    reloadSbrtStandards,
     rgb01,
     subProgress,
 )
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
-from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -79,11 +76,7 @@ class SBRTTargetsOARs(ScriptedLoadableModule):
 
     def __init__(self, parent: Any) -> None:
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = _("SBRT Targets & OARs")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
-        self.parent.dependencies = ["Segmentations", "SBRT4DCT"]
-        self.parent.contributors = list(CONTRIBUTORS)
-        self.parent.helpText = _(
+        helpText = _(
             "Grows a segment by an exact Euclidean margin, isotropic or per direction (R, L, A, P, S, I in "
             "mm, as treatment planning systems define asymmetric margins), e.g. PTV = ITV + 5 mm; shrinks; "
             "makes planning organ-at-risk volumes (PRV = organ + margin) and rings (shells between two "
@@ -96,11 +89,11 @@ class SBRTTargetsOARs(ScriptedLoadableModule):
             "fractionation schemes that the standard allows for that class. Each built segment keeps its rule"
             " and source as segment tags. "
         )
-        self.parent.helpText += f'<p><a href="{DOCUMENTATION_URL}">' + _("Documentation") + "</a></p>"
-        self.parent.acknowledgementText = _(
-            "SBRT Standards turns the Chinese lung/thoracic (T/CNHAW-B-0020-2025) and liver/biliary "
-            "(T/CNHAW-B-0017-2025) SBRT standards, AAPM TG-101, RTOG 0813/0915, the UK SABR consensus and the"
-            " Michigan re-irradiation limits into tools for 3D Slicer."
+        describeModule(
+            self.parent,
+            title=_("SBRT Targets & OARs"),
+            dependencies=["Segmentations", "SBRT4DCT"],
+            helpText=helpText,
         )
 
 
@@ -165,27 +158,18 @@ SEGMENT_SELECTORS = {
 }
 
 
-class SBRTTargetsOARsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class SBRTTargetsOARsWidget(SBRTWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Thin GUI: binds the .ui to the parameter node, runs the logic, shows the OAR and scheme tables."""
 
+    logic: SBRTTargetsOARsLogic | None
+    _parameterNode: SBRTTargetsOARsParameterNode | None
+
     def __init__(self, parent: Any = None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.logic: SBRTTargetsOARsLogic | None = None
-        self._parameterNode: SBRTTargetsOARsParameterNode | None = None
-        self._parameterNodeGuiTag: Any = None
+        SBRTWidgetMixin.__init__(self, parent)
         self._updatingSelectors = False
 
     def setup(self) -> None:
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SBRTTargetsOARs.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = SBRTTargetsOARsLogic()
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.setupWidget("UI/SBRTTargetsOARs.ui", SBRTTargetsOARsLogic())
 
         for selectorName in SEGMENT_SELECTORS:
             selector = getattr(self.ui, selectorName)
@@ -196,30 +180,6 @@ class SBRTTargetsOARsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.ringApplyButton.connect("clicked(bool)", self.onRingApplyButton)
         self.ui.oarApplyButton.connect("clicked(bool)", self.onOarApplyButton)
         self.initializeParameterNode()
-
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
-
-    def onSceneStartClose(self, caller: Any, event: Any) -> None:
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller: Any, event: Any) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def onReload(self) -> None:
-        """Re-import the core first: Slicer's Reload re-reads only this file."""
-        reloadSbrtStandards()
-        ScriptedLoadableModuleWidget.onReload(self)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -232,16 +192,6 @@ class SBRTTargetsOARsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
             if first:
                 p.segmentation = first
-
-    def setParameterNode(self, inputParameterNode: SBRTTargetsOARsParameterNode | None) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
-            self._updateGUI()
 
     def _updateGUI(self, caller: Any = None, event: Any = None) -> None:
         """Segment selectors from the node; what is enabled depends on what is selected."""
@@ -276,11 +226,6 @@ class SBRTTargetsOARsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             value = getattr(self.ui, selectorName).currentSegmentID() or ""
             if getattr(self._parameterNode, fieldName) != value:
                 setattr(self._parameterNode, fieldName, value)
-
-    def _progress(self, fraction: float, message: str) -> None:
-        self.ui.progressBar.value = int(round(100 * fraction))
-        self.ui.statusLabel.text = message
-        slicer.app.processEvents()
 
     def _convertSourceConsent(self) -> bool:
         """Ask before switching a segmentation stored as contours (RTSTRUCT) to binary labelmaps."""
