@@ -36,7 +36,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "SBRTStandards"
-MODULES = ("SBRT4DCT", "SBRTTargetsOARs", "SBRTPlanCheck", "SBRTProgrammeQA")
+MODULES = ("SBRT4DCT", "SBRTTargetsOARs", "SBRTPlanCheck", "SBRTProgrammeQA", "SBRTContourQA")
 
 # --------------------------------------------------------------------------------------------
 # The Slicer-like environment

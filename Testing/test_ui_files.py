@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "SBRTStandards"
-MODULES = ("SBRT4DCT", "SBRTTargetsOARs", "SBRTPlanCheck", "SBRTProgrammeQA")
+MODULES = ("SBRT4DCT", "SBRTTargetsOARs", "SBRTPlanCheck", "SBRTProgrammeQA", "SBRTContourQA")
 
 # Signals (normalised signatures) of the widget classes the modules use, including inherited ones.
 _BUTTON = {"clicked()", "clicked(bool)", "pressed()", "released()", "toggled(bool)"}
