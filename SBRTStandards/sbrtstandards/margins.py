@@ -261,17 +261,8 @@ def grow(
     (:func:`grow_planes`), so the result does not depend on the voxel size beyond the
     outline's sampling. Raises :class:`InputError` for an empty mask or a bad margin.
     """
-    m = as_margin(margin)
-    mask = _checked_mask(mask, grid, name)
-    out = _checked_out_grid(grid, out_grid)
-    if not mask.any():
-        raise InputError(f"{name} is empty: there is nothing to grow")
-    if m.is_zero and out.same_geometry(grid):
-        return mask.copy()
-    planes = mask_to_planes(mask, grid)
-    return _margin_op(planes, m, out, shrinking=False, end_cap="half-slice", typical_mm=grid.spacing_mm[2],
-                      lone_mm=grid.spacing_mm[2], progress=progress, name=name, resolution_mm=resolution_mm,
-                      allow_empty=False)
+    return _mask_margin(mask, grid, margin, out_grid, shrinking=False, progress=progress, name=name,
+                        resolution_mm=resolution_mm, allow_empty=False)
 
 
 def shrink(
@@ -290,15 +281,32 @@ def shrink(
     An emptied result raises :class:`InputError` naming ``name``; with ``allow_empty=True``
     it is returned with a :class:`MarginWarning` instead.
     """
+    return _mask_margin(mask, grid, margin, out_grid, shrinking=True, progress=progress, name=name,
+                        resolution_mm=resolution_mm, allow_empty=allow_empty)
+
+
+def _mask_margin(
+    mask: np.ndarray,
+    grid: Grid,
+    margin: Margin | float,
+    out_grid: Grid | None,
+    *,
+    shrinking: bool,
+    progress: Progress | None,
+    name: str,
+    resolution_mm: float,
+    allow_empty: bool,
+) -> np.ndarray:
+    """The shared body of :func:`grow` and :func:`shrink`: outline the mask, then the contour model."""
     m = as_margin(margin)
     mask = _checked_mask(mask, grid, name)
     out = _checked_out_grid(grid, out_grid)
     if not mask.any():
-        raise InputError(f"{name} is empty: there is nothing to shrink")
+        raise InputError(f"{name} is empty: there is nothing to {'shrink' if shrinking else 'grow'}")
     if m.is_zero and out.same_geometry(grid):
         return mask.copy()
     planes = mask_to_planes(mask, grid)
-    return _margin_op(planes, m, out, shrinking=True, end_cap="half-slice", typical_mm=grid.spacing_mm[2],
+    return _margin_op(planes, m, out, shrinking=shrinking, end_cap="half-slice", typical_mm=grid.spacing_mm[2],
                       lone_mm=grid.spacing_mm[2], progress=progress, name=name, resolution_mm=resolution_mm,
                       allow_empty=allow_empty)
 
