@@ -137,7 +137,10 @@ def test_out_folder_rules_and_bad_options(tmp_path: Path, capsys: pytest.Capture
         ([str(root), "--protocol", "no-such-protocol", "--out", str(tmp_path / "o1")], "unknown protocol"),
         ([str(root), "--protocol", PROTOCOL, "--out", str(busy), "--workers", "0"], "not empty"),
         ([str(tmp_path / "nope"), "--protocol", PROTOCOL, "--out", str(tmp_path / "o2")], "not a folder"),
-        (["https://pacs/dicom-web", "--protocol", PROTOCOL, "--out", str(tmp_path / "o3")], "DICOMweb"),
+        ([str(root), "--protocol", PROTOCOL, "--out", str(tmp_path / "o3"), "--query", "PatientID=1"],
+         "for DICOMweb and DIMSE sources only"),
+        (["https://auditor:s3cret@pacs/dicom-web", "--protocol", PROTOCOL, "--out", str(tmp_path / "o5")],
+         "credentials in the address are refused"),
         ([str(root), "--protocol", PROTOCOL, "--out", str(tmp_path / "o4"), "--rx-gy", "50"], "together"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
@@ -145,6 +148,8 @@ def test_out_folder_rules_and_bad_options(tmp_path: Path, capsys: pytest.Capture
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
+        assert "s3cret" not in err[0]
+    assert not (tmp_path / "o5").exists()
     assert (busy / "mine.txt").read_text() == "keep me"
     # in-process run: one failed case, one error row; a second run needs --resume, with the same options
     out = tmp_path / "out"

@@ -42,6 +42,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ COLUMNS = (
     "case", "kind", "constraint_id", "structure", "compared_with", "metric", "value", "unit", "comparator",
     "limit", "minor_limit", "status", "reason", "error",
 )
+# Appended only with --include-identifiers (left out by default: results are shared and published).
+IDENTIFIER_COLUMNS = ("patient_id", "patient_name", "study_instance_uid")
 FORMAT = "sbrt-batch"
 FORMAT_VERSION = 1
 CASES_DIR = "cases"
@@ -79,7 +82,11 @@ RT_KINDS = ("RTSTRUCT", "RTDOSE", "RTPLAN")
 
 @dataclass(frozen=True)
 class Case:
-    """One case: its folder (relative to ROOT, POSIX separators) and the RT files it holds."""
+    """One case: its key (a folder relative to ROOT, POSIX separators, or an archive study key) and its RT files.
+
+    ``problem`` is set for a case that cannot run (a study the archive would not give); ``identifiers``
+    are the archive's patient ID, name and study UID (kept only with ``--include-identifiers``).
+    """
 
     relpath: str
     folder: str
@@ -87,6 +94,8 @@ class Case:
     rtdoses: tuple[str, ...] = ()
     rtplans: tuple[str, ...] = ()
     unreadable: tuple[str, ...] = ()
+    problem: str = ""
+    identifiers: tuple[tuple[str, str], ...] = ()
 
     @property
     def case_id(self) -> str:
@@ -189,6 +198,11 @@ class BatchOptions:
     conditions: tuple[tuple[str, Any], ...] = ()
     tolerance_mm: float = 2.0
     protocol_dirs: tuple[str, ...] = ()
+    include_identifiers: bool = False
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return COLUMNS + IDENTIFIER_COLUMNS if self.include_identifiers else COLUMNS
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -216,6 +230,8 @@ def run_case(case: Case, options: BatchOptions) -> CaseOutcome:
     t0 = time.perf_counter()
     notes: list[str] = []
     try:
+        if case.problem:
+            raise InputError(case.problem)
         rows = _case_rows(case, options, notes)
         error = ""
     except InputError as exc:
@@ -226,6 +242,10 @@ def run_case(case: Case, options: BatchOptions) -> CaseOutcome:
         rows, error = [], _one_line(f"{type(exc).__name__}: {exc}")
     if error:
         rows = [error_row(case.relpath, error)]
+    if options.include_identifiers:
+        ids = dict(case.identifiers) or _identifiers_of(case)
+        for row in rows:
+            row.update({k: ids.get(k, "") for k in IDENTIFIER_COLUMNS})
     return CaseOutcome(case.relpath, rows, error, time.perf_counter() - t0, _peak_rss_mb(), os.getpid(), notes)
 
 
@@ -233,6 +253,20 @@ def error_row(relpath: str, message: str) -> dict[str, Any]:
     row = dict.fromkeys(COLUMNS, "")
     row.update({"case": relpath, "kind": "error", "error": _one_line(message) or "unknown error"})
     return row
+
+
+def _identifiers_of(case: Case) -> dict[str, str]:
+    """Patient ID, name and study UID from the case's dose (or structure set) header; {} if unreadable."""
+    from sbrtstandards.dicom.common import read_dataset
+
+    for path in (*case.rtdoses, *case.rtstructs):
+        try:
+            ds = read_dataset(path, stop_before_pixels=True)
+        except InputError:
+            continue
+        return {"patient_id": str(ds.get("PatientID", "") or ""), "patient_name": str(ds.get("PatientName", "") or ""),
+                "study_instance_uid": str(ds.get("StudyInstanceUID", "") or "")}
+    return {}
 
 
 def _one_line(text: str) -> str:
@@ -381,13 +415,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def rows_to_csv(rows: Iterable[Mapping[str, Any]], *, header: bool = True) -> str:
+def rows_to_csv(rows: Iterable[Mapping[str, Any]], *, header: bool = True,
+                columns: Sequence[str] = COLUMNS) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     if header:
         writer.writeheader()
     for row in rows:
-        writer.writerow({k: row.get(k, "") for k in COLUMNS})
+        writer.writerow({k: row.get(k, "") for k in columns})
     return buf.getvalue()
 
 
@@ -403,7 +438,7 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 class BatchRun:
     """What a run did (the ``--json`` of ``sbrt batch``)."""
 
-    root: str
+    root: str  # the folder, or the archive's address (never credentials)
     out_dir: str
     cases: int
     ran: int
@@ -418,6 +453,8 @@ class BatchRun:
     summary_html: str
     peak_rss_mb: float
     failures: list[dict[str, str]]
+    source: str = "folder"  # "folder" | "dicomweb" | "dimse"
+    archive: dict[str, Any] | None = None  # studies, instances fetched / taken from the cache, cache folder
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -432,50 +469,98 @@ def run_batch(
     workers: int | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    archive: Any = None,
 ) -> BatchRun:
-    """Run every case of ``root``; write ``out_dir/cases/*.csv``, ``results.csv`` and ``summary.html``."""
+    """Run every case of ``root`` (a folder, a DICOMweb URL or ``dimse://AET@host:port``); write
+    ``out_dir/cases/*.csv``, ``results.csv`` and ``summary.html``. ``archive`` is an
+    :class:`sbrtstandards.archive.connect.ArchiveOptions` (query, AE title, cache...) for archive sources."""
+    from sbrtstandards.archive.address import is_archive_source
     from sbrtstandards.catalogue import load_protocol
 
     t0 = time.perf_counter()
     load_protocol(options.protocol_id, options.protocol_dirs)  # a bad id is a usage error, before any work
-    root_path = Path(root).resolve()
     out = Path(out_dir).resolve()
     report = progress or (lambda fraction, message: None)
-    cases = discover_cases(root_path, exclude=[out], progress=lambda f, m: report(0.05 * f, m))
-    if not cases:
-        raise InputError(f"{root}: no cases (a case is a folder holding an RTSTRUCT and an RTDOSE or RTPLAN)")
-    _prepare_out_dir(out, root_path, options, resume)
-    todo = [c for c in cases if not (resume and case_done(out, c))]
-    t_cases = time.perf_counter()  # includes starting the local cluster
-    outcomes = _execute(todo, options, out, scheduler, workers, lambda f, m: report(0.05 + 0.9 * f, m))
-    cases_seconds = time.perf_counter() - t_cases
+    archive_json: dict[str, Any] | None = None
+    if is_archive_source(str(root)):
+        from sbrtstandards.archive.connect import ArchiveOptions, open_source
+
+        source = open_source(str(root), archive or ArchiveOptions(), out, options.include_identifiers,
+                             progress=lambda f, m: report(0.05 * f, m))
+        try:
+            _prepare_out_dir(out, source.root, options, resume, source.settings)
+            cases_iter = source.cases(lambda f, m: report(0.05 + 0.9 * f, m))
+            outcomes, cases, cases_seconds = _run_cases(cases_iter, source.expected, options, out, scheduler,
+                                                        workers, resume, report)
+        finally:
+            source.close()
+        if not cases:
+            raise InputError(f"{source.root}: {source.expected} studies matched the query, none holds an RTPLAN "
+                             "or RTDOSE (a case is the RTSTRUCT, RTDOSE and RTPLAN of a study)")
+        root_text, kind, archive_json = source.root, source.kind, source.summary()
+    else:
+        if archive is not None and getattr(archive, "queries", ()):
+            raise InputError("--query applies to DICOMweb and DIMSE sources, not to a folder")
+        root_path = Path(root).resolve()
+        found = discover_cases(root_path, exclude=[out], progress=lambda f, m: report(0.05 * f, m))
+        if not found:
+            raise InputError(f"{root}: no cases (a case is a folder holding an RTSTRUCT and an RTDOSE or RTPLAN)")
+        if root_path == out:
+            raise InputError(f"--out {out}: is ROOT itself; write the results elsewhere")
+        _prepare_out_dir(out, str(root_path), options, resume)
+        outcomes, cases, cases_seconds = _run_cases(iter(found), len(found), options, out, scheduler, workers,
+                                                    resume, report)
+        root_text, kind = str(root_path), "folder"
     report(0.96, "assembling results.csv")
-    results = assemble_results(out, cases)
+    results = assemble_results(out, cases, options.columns)
     all_rows = read_rows(results)
     failures = [{"case": r["case"], "error": r["error"]} for r in all_rows if r["kind"] == "error"]
     report(0.98, "summary")
     from sbrtstandards.batch_report import write_summary_html
 
     run = BatchRun(
-        root=str(root_path), out_dir=str(out), cases=len(cases), ran=len(todo), skipped=len(cases) - len(todo),
+        root=root_text, out_dir=str(out), cases=len(cases), ran=len(outcomes), skipped=len(cases) - len(outcomes),
         failed=len(failures), rows=len(all_rows), seconds=round(time.perf_counter() - t0, 2),
         cases_seconds=round(cases_seconds, 2),
         workers=_worker_count(workers) if scheduler is None else 0, scheduler=scheduler or "local",
         results=str(results), summary_html=str(out / SUMMARY_HTML),
         peak_rss_mb=round(max((o.peak_rss_mb for o in outcomes), default=0.0), 1), failures=failures,
+        source=kind, archive=archive_json,
     )
     write_summary_html(out / SUMMARY_HTML, all_rows, run, options)
     report(1.0, "done")
     return run
 
 
-def _prepare_out_dir(out: Path, root: Path, options: BatchOptions, resume: bool) -> None:
-    settings = {"format": FORMAT, "version": FORMAT_VERSION, "root": str(root), "options": options.to_json()}
+def _run_cases(found: Iterator[Case], expected: int, options: BatchOptions, out: Path, scheduler: str | None,
+               workers: int | None, resume: bool, report: Progress) -> tuple[list[CaseOutcome], list[Case], float]:
+    """Run the cases as ``found`` yields them (those finished before are kept with ``resume``).
+
+    Returns the outcomes of the cases run now, every case seen (sorted by key) and the seconds taken.
+    """
+    seen: dict[str, Case] = {}
+
+    def todo() -> Iterator[Case]:
+        for case in found:
+            if case.relpath in seen:
+                raise InputError(f"two cases have the key {case.relpath!r}")
+            seen[case.relpath] = case
+            if not (resume and case_done(out, case)):
+                yield case
+
+    t_cases = time.perf_counter()  # includes starting the local cluster
+    outcomes = _execute(todo(), expected, options, out, scheduler, workers, lambda f, m: report(0.05 + 0.9 * f, m))
+    return outcomes, sorted(seen.values(), key=lambda c: c.relpath), time.perf_counter() - t_cases
+
+
+def _prepare_out_dir(out: Path, root: str, options: BatchOptions, resume: bool,
+                     source: Mapping[str, Any] | None = None) -> None:
+    settings = {"format": FORMAT, "version": FORMAT_VERSION, "root": root, "options": options.to_json()}
+    if source:
+        settings["source"] = dict(source)
     path = out / SETTINGS
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file; give a folder")
-    if root == out:
-        raise InputError(f"--out {out}: is ROOT itself; write the results elsewhere")
     if path.exists():
         if not resume:
             raise InputError(f"--out {out}: already holds a batch run; use --resume to finish it, or another folder")
@@ -483,9 +568,10 @@ def _prepare_out_dir(out: Path, root: Path, options: BatchOptions, resume: bool)
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: unreadable batch settings ({exc})") from None
-        if old.get("root") != settings["root"] or old.get("options") != settings["options"]:
+        if any(old.get(k) != settings.get(k) for k in ("root", "options", "source")):
             raise InputError(f"{path}: the batch in {out} was run on {old.get('root')} with other settings "
-                             f"({old.get('options')}); resume it with the same ROOT and options, or use another --out")
+                             f"({old.get('options')}, {old.get('source')}); resume it with the same source and "
+                             "options, or use another --out")
     elif out.exists() and any(out.iterdir()):
         raise InputError(f"--out {out}: is not empty and holds no batch run; give a new or empty folder")
     (out / CASES_DIR).mkdir(parents=True, exist_ok=True)
@@ -510,13 +596,14 @@ def case_done(out: Path, case: Case) -> bool:
     return bool(rows) and all(r.get("case") == case.relpath and r.get("kind") != "error" for r in rows)
 
 
-def write_case_file(out: Path, case: Case, rows: Sequence[Mapping[str, Any]]) -> Path:
-    return write_text_atomic(case_file(out, case), rows_to_csv(rows))
+def write_case_file(out: Path, case: Case, rows: Sequence[Mapping[str, Any]],
+                    columns: Sequence[str] = COLUMNS) -> Path:
+    return write_text_atomic(case_file(out, case), rows_to_csv(rows, columns=columns))
 
 
-def assemble_results(out: Path, cases: Sequence[Case]) -> Path:
+def assemble_results(out: Path, cases: Sequence[Case], columns: Sequence[str] = COLUMNS) -> Path:
     """``results.csv`` from the case files, in case order (atomic); every case must have its file."""
-    parts = [rows_to_csv([], header=True)]
+    parts = [rows_to_csv([], header=True, columns=columns)]
     for case in cases:
         path = case_file(out, case)
         if not path.exists():
@@ -524,7 +611,7 @@ def assemble_results(out: Path, cases: Sequence[Case]) -> Path:
         rows = read_rows(path)
         if any(r.get("case") != case.relpath for r in rows):
             raise InputError(f"{path}: holds rows of another case than {case.relpath}; delete it and --resume")
-        parts.append(rows_to_csv(rows, header=False))
+        parts.append(rows_to_csv(rows, header=False, columns=columns))
     return write_text_atomic(out / RESULTS, "".join(parts))
 
 
@@ -534,40 +621,59 @@ def _worker_count(workers: int | None) -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def _execute(cases: Sequence[Case], options: BatchOptions, out: Path, scheduler: str | None,
+def _execute(cases: Iterable[Case], expected: int, options: BatchOptions, out: Path, scheduler: str | None,
              workers: int | None, progress: Progress) -> list[CaseOutcome]:
-    """Run ``cases`` (in process for ``workers == 0``, else on Dask); write each case file as it finishes."""
+    """Run ``cases`` as they come (in process for ``workers == 0``, else on Dask); write each case file as it
+    finishes. When ``cases`` fails midway (an archive gone), the cases already running finish first."""
     outcomes: list[CaseOutcome] = []
-    total = len(cases)
 
     def finished(case: Case, outcome: CaseOutcome) -> None:
-        write_case_file(out, case, outcome.rows)
+        write_case_file(out, case, outcome.rows, options.columns)
         outcomes.append(outcome)
         state = "failed" if outcome.error else "done"
-        progress(len(outcomes) / max(total, 1), f"{len(outcomes)}/{total} {case.relpath or '.'} {state}")
+        fraction = min(1.0, len(outcomes) / max(expected, 1))
+        progress(fraction, f"{len(outcomes)}/{expected} {case.relpath or '.'} {state}")
 
-    if not cases:
+    iterator = iter(cases)
+    first = next(iterator, None)
+    if first is None:
         return outcomes
     if scheduler is None and workers == 0:
-        for case in cases:
+        for case in itertools.chain([first], iterator):
             finished(case, run_case(case, options))
         return outcomes
     client, cluster = _dask_client(scheduler, _worker_count(workers))
     try:
         from dask.distributed import as_completed
 
-        futures: dict[Any, Case] = {}
-        for case in cases:
-            key = f"sbrt-case-{case.case_id}-{os.urandom(4).hex()}"
-            futures[client.submit(run_case, case, options, pure=False, key=key)] = case
-        for fut in as_completed(list(futures)):
-            case = futures[fut]
+        running: dict[Any, Case] = {}
+        pending = as_completed()
+
+        def collect(fut: Any) -> None:
+            case = running.pop(fut)
             try:
                 outcome = fut.result()
             except Exception as exc:  # the worker died (KilledWorker), or the cluster went away
                 outcome = CaseOutcome(case.relpath, [error_row(case.relpath, f"worker failure: {type(exc).__name__}: "
                                                                                  f"{exc}")], str(exc))
+                if options.include_identifiers:
+                    outcome.rows[0].update({k: dict(case.identifiers).get(k, "") for k in IDENTIFIER_COLUMNS})
             finished(case, outcome)
+
+        try:
+            for case in itertools.chain([first], iterator):
+                if case.problem:  # nothing to compute: its error row is written at once
+                    finished(case, run_case(case, options))
+                else:
+                    key = f"sbrt-case-{case.case_id}-{os.urandom(4).hex()}"
+                    fut = client.submit(run_case, case, options, pure=False, key=key)
+                    running[fut] = case
+                    pending.add(fut)
+                while pending.has_ready():  # while the next case is fetched, record the finished ones
+                    collect(next(pending))
+        finally:  # also when the source failed midway: keep what is running
+            for fut in pending:
+                collect(fut)
     finally:
         client.close()
         if cluster is not None:

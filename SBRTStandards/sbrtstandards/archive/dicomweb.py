@@ -1,0 +1,159 @@
+"""DICOMweb archive: QIDO-RS to find studies, series and instances, WADO-RS to fetch them (dicomweb-client).
+
+The requests session carries the credentials (basic or bearer), verifies TLS (the system's CAs
+or ``ca_file``) and applies one timeout to every request; dicomweb-client's own retrying is off
+so that one policy (:func:`.common.with_retries`) governs every failure.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sbrtstandards.archive.address import ArchiveAddress, Credentials, in_date_range, matches
+from sbrtstandards.archive.common import (
+    RT_MODALITIES,
+    ArchiveError,
+    ArchiveUnavailable,
+    InstanceCacheLike,
+    InstanceRef,
+    StudyRecord,
+    TransientArchiveError,
+    short_reason,
+)
+
+_TRANSIENT_STATUS = (408, 425, 429, 500, 502, 503, 504)
+_TAGS = {"StudyInstanceUID": "0020000D", "StudyDate": "00080020", "PatientID": "00100020",
+         "PatientName": "00100010", "SeriesInstanceUID": "0020000E", "Modality": "00080060",
+         "SeriesDescription": "0008103E", "SOPInstanceUID": "00080018"}
+
+
+class DicomWebArchive:
+    """QIDO-RS/WADO-RS at ``address.url`` with ``credentials``."""
+
+    def __init__(self, address: ArchiveAddress, credentials: Credentials, *, timeout_s: float = 60.0,
+                 ca_file: str | None = None) -> None:
+        import requests
+        from dicomweb_client.api import DICOMwebClient
+
+        self.url = address.url
+        self._credentials = credentials
+        session = requests.Session()
+        session.verify = ca_file or credentials.ca_file or True
+        if credentials.username:
+            session.auth = (credentials.username, credentials.password)
+        elif credentials.token:
+            session.headers["Authorization"] = f"Bearer {credentials.token}"
+        self._session = session
+        self._client = DICOMwebClient(self.url, session=session, timeout=timeout_s)
+        self._client.set_http_retry_params(retry=False)
+
+    def close(self) -> None:
+        self._session.close()
+
+    # ------------------------------------------------------------------ queries
+
+    def find_studies(self, filters: Mapping[str, str]) -> list[StudyRecord]:
+        fields = ["StudyInstanceUID", "StudyDate", "PatientID", "PatientName"]
+        found = self._call("QIDO-RS study search", lambda: self._client.search_for_studies(
+            search_filters=dict(filters), fields=fields, get_remaining=True))
+        studies = []
+        for item in found:
+            record = StudyRecord(_value(item, "StudyInstanceUID"), _value(item, "StudyDate"),
+                                 _value(item, "PatientID"), _value(item, "PatientName"))
+            # a server that ignores a date range must not widen an audit
+            if "StudyDate" in filters and not in_date_range(record.study_date, filters["StudyDate"]):
+                continue
+            if record.study_uid:
+                studies.append(record)
+        return studies
+
+    def find_rt_instances(self, study_uid: str, series_filters: Mapping[str, str]) -> list[InstanceRef]:
+        series = self._call(f"QIDO-RS series search of study {study_uid}", lambda: self._client.search_for_series(
+            study_uid, fields=["Modality", "SeriesDescription"], get_remaining=True))
+        refs: list[InstanceRef] = []
+        for item in series:
+            modality = _value(item, "Modality").upper()
+            series_uid = _value(item, "SeriesInstanceUID")
+            if modality not in RT_MODALITIES or not series_uid or not _series_selected(item, series_filters):
+                continue
+            instances = self._call(f"QIDO-RS instance search of series {series_uid}",
+                                   lambda uid=series_uid: self._client.search_for_instances(
+                                       study_uid, uid, get_remaining=True))
+            for inst in instances:
+                sop = _value(inst, "SOPInstanceUID")
+                if sop:
+                    refs.append(InstanceRef(study_uid, series_uid, sop, modality))
+        return refs
+
+    # ------------------------------------------------------------------ retrieval
+
+    def fetch(self, refs: Sequence[InstanceRef], cache: InstanceCacheLike) -> int:
+        received = 0
+        for ref in refs:
+            ds = self._call(f"WADO-RS retrieve of {ref.modality} {ref.sop_uid}", lambda r=ref: (
+                self._client.retrieve_instance(r.study_uid, r.series_uid, r.sop_uid)))
+            sop = str(ds.get("SOPInstanceUID", ""))
+            if sop != ref.sop_uid:
+                raise ArchiveError(f"{self.url}: asked for instance {ref.sop_uid}, received {sop or 'no UID'}")
+            received += cache.store_bytes(sop, _part10(ds))
+        return received
+
+    def _call(self, what: str, call: Any) -> Any:
+        import requests
+
+        try:
+            return call()
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status in (401, 403):
+                raise ArchiveUnavailable(
+                    f"{self.url}: authentication refused (HTTP {status}) for {self._describe_credentials()}"
+                ) from None
+            if status in _TRANSIENT_STATUS:
+                raise TransientArchiveError(f"{what}: {self.url} answered HTTP {status}") from None
+            raise ArchiveError(f"{what}: {self.url} answered HTTP {status}") from None
+        except requests.exceptions.SSLError as exc:
+            raise ArchiveUnavailable(f"{self.url}: TLS verification failed ({short_reason(exc)}); if the archive "
+                                     "uses a hospital CA, trust it with --ca-file") from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientArchiveError(f"{what}: {self.url}: {short_reason(exc)}") from None
+        except (ValueError, KeyError) as exc:  # a reply that is not DICOM JSON / multipart DICOM
+            raise ArchiveError(f"{what}: {self.url} sent an unreadable reply ({short_reason(exc)})") from None
+
+    def _describe_credentials(self) -> str:
+        c = self._credentials
+        if c.username:
+            return f"user {c.username!r} (from {c.origin})"
+        if c.token:
+            return f"the token from {c.origin}"
+        return ("no credentials (set SBRT_ARCHIVE_USER and SBRT_ARCHIVE_PASSWORD, or use --archive-config)")
+
+
+def _value(item: Mapping[str, Any], keyword: str) -> str:
+    """First value of ``keyword`` in a DICOM JSON object ('' when absent); person names as text."""
+    element = item.get(_TAGS[keyword]) or {}
+    values = element.get("Value") or []
+    if not values:
+        return ""
+    first = values[0]
+    if isinstance(first, Mapping):  # PN: {"Alphabetic": "Doe^Jane"}
+        return str(first.get("Alphabetic", ""))
+    return str(first)
+
+
+def _series_selected(item: Mapping[str, Any], series_filters: Mapping[str, str]) -> bool:
+    return all(matches(_value(item, key), pattern) for key, pattern in series_filters.items())
+
+
+def _part10(ds: Any) -> bytes:
+    """The dataset as DICOM Part 10 bytes (file meta added when the reply had none)."""
+    from sbrtstandards.dicom.common import PYDICOM_MAJOR
+
+    buffer = io.BytesIO()
+    if PYDICOM_MAJOR >= 3:
+        ds.save_as(buffer, enforce_file_format=True)
+    else:  # pragma: no cover - pydicom 2.4
+        ds.save_as(buffer, write_like_original=False)
+    return buffer.getvalue()
