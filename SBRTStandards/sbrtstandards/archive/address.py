@@ -12,7 +12,8 @@ they come from the environment (``SBRT_ARCHIVE_USER`` and ``SBRT_ARCHIVE_PASSWOR
     password = "..."                             # or: token = "..."
     ca_file = "/etc/ssl/certs/hospital-ca.pem"   # optional: trust this CA (TLS is always verified)
 
-Credentials are sent only over HTTPS, or over plain HTTP to this machine (loopback).
+Credentials are sent only over HTTPS, or over plain HTTP to this machine (loopback). A DIMSE
+archive knows this tool by its calling AE title, host and port (``--aet``): no password is used.
 """
 
 from __future__ import annotations
@@ -240,6 +241,8 @@ def load_credentials(address: ArchiveAddress, config: str | os.PathLike[str] | N
                      environ: Mapping[str, str] | None = None) -> Credentials:
     """Credentials for ``address``: the environment first, then the config file (see module docstring)."""
     env = os.environ if environ is None else environ
+    if address.kind == "dimse":  # DIMSE peers know each other by AE title, host and port
+        return Credentials()
     user, password, token = env.get(ENV_USER, ""), env.get(ENV_PASSWORD, ""), env.get(ENV_TOKEN, "")
     if user and not password:
         raise InputError(f"{ENV_USER} is set but {ENV_PASSWORD} is not")
@@ -259,9 +262,6 @@ def load_credentials(address: ArchiveAddress, config: str | os.PathLike[str] | N
                             str(entry.get("token", "")), str(path), str(entry.get("ca_file", "")))
     else:
         creds = Credentials()
-    if creds.present and address.kind == "dimse":
-        raise InputError(f"credentials from {creds.origin}: DIMSE has no passwords; the archive knows this tool "
-                         "by its AE title (--aet). Unset them for a dimse:// source")
     if creds.present and not address.is_tls and not address.is_loopback:
         raise InputError(f"SOURCE {address.url}: refusing to send credentials from {creds.origin} over "
                          "unencrypted http to another machine; use the archive's https:// address")

@@ -35,6 +35,49 @@ class StudyRecord:
     study_date: str = ""
     patient_id: str = ""
     patient_name: str = ""
+    study_description: str = ""
+    accession_number: str = ""
+    modalities: tuple[str, ...] = ()
+
+    def value(self, key: str) -> str | tuple[str, ...]:
+        return {"StudyInstanceUID": self.study_uid, "StudyDate": self.study_date, "PatientID": self.patient_id,
+                "PatientName": self.patient_name, "StudyDescription": self.study_description,
+                "AccessionNumber": self.accession_number, "ModalitiesInStudy": self.modalities}[key]
+
+
+# Study attributes asked back from every study query, so that the filters can be checked on the answers.
+STUDY_RETURN_KEYS = ("StudyInstanceUID", "StudyDate", "PatientID", "PatientName", "StudyDescription",
+                     "AccessionNumber", "ModalitiesInStudy")
+_CASE_INSENSITIVE = ("PatientName", "StudyDescription")
+
+
+def select_studies(studies: Sequence[StudyRecord], filters: Mapping[str, str], sent: Sequence[str],
+                   url: str) -> list[StudyRecord]:
+    """The studies that match every filter, checked on the answers: a server that ignores a filter (or
+    one that was not sent, ``sent`` lists those that were) can neither widen nor silently narrow a query."""
+    from sbrtstandards.archive.address import in_date_range, matches
+
+    chosen = []
+    for study in studies:
+        keep = bool(study.study_uid)
+        for key, pattern in filters.items():
+            value = study.value(key)
+            if not value:
+                if key in sent:
+                    continue  # the server applied it and did not echo the value: trust it
+                raise ArchiveUnavailable(f"{url}: its answers do not include {key}, so --query {key}=... cannot be "
+                                         "applied; filter on another attribute")
+            if key == "StudyDate":
+                keep &= in_date_range(str(value), pattern)
+            elif key == "ModalitiesInStudy":
+                keep &= pattern.upper() in {str(m).upper() for m in value}
+            elif key in _CASE_INSENSITIVE:
+                keep &= matches(str(value).upper(), pattern.upper())
+            else:
+                keep &= matches(str(value), pattern)
+        if keep:
+            chosen.append(study)
+    return chosen
 
 
 @dataclass(frozen=True)

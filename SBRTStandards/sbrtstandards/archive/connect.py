@@ -49,8 +49,9 @@ class ArchiveSource:
         check_ae_title(options.calling_aet, "--aet")
         if options.ca_file and not Path(options.ca_file).is_file():
             raise InputError(f"--ca-file {options.ca_file}: no such file")
-        for name in ("dicomweb_client", "pynetdicom", "urllib3"):
-            logging.getLogger(name).setLevel(logging.ERROR)  # their info/debug logs carry identifiers
+        for name in ("dicomweb_client", "pynetdicom", "urllib3", "retrying"):
+            # their logs carry query URLs (a patient ID typed in --query) and UIDs; our errors say what failed
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         credentials = load_credentials(address, options.config)
         if address.kind == "dicomweb":
             from sbrtstandards.archive.dicomweb import DicomWebArchive

@@ -8,25 +8,31 @@ so that one policy (:func:`.common.with_retries`) governs every failure.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sbrtstandards.archive.address import ArchiveAddress, Credentials, in_date_range, matches
+from sbrtstandards.archive.address import ArchiveAddress, Credentials, matches
 from sbrtstandards.archive.common import (
     RT_MODALITIES,
+    STUDY_RETURN_KEYS,
     ArchiveError,
     ArchiveUnavailable,
     InstanceCacheLike,
     InstanceRef,
     StudyRecord,
     TransientArchiveError,
+    select_studies,
     short_reason,
 )
 
 _TRANSIENT_STATUS = (408, 425, 429, 500, 502, 503, 504)
 _TAGS = {"StudyInstanceUID": "0020000D", "StudyDate": "00080020", "PatientID": "00100020",
-         "PatientName": "00100010", "SeriesInstanceUID": "0020000E", "Modality": "00080060",
+         "PatientName": "00100010", "StudyDescription": "00081030", "AccessionNumber": "00080050",
+         "ModalitiesInStudy": "00080061", "SeriesInstanceUID": "0020000E", "Modality": "00080060",
          "SeriesDescription": "0008103E", "SOPInstanceUID": "00080018"}
+_SERVER_KEYS = ("StudyDate", "StudyInstanceUID", "ModalitiesInStudy", "PatientID", "AccessionNumber")
+_PLAIN = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 class DicomWebArchive:
@@ -55,19 +61,17 @@ class DicomWebArchive:
     # ------------------------------------------------------------------ queries
 
     def find_studies(self, filters: Mapping[str, str]) -> list[StudyRecord]:
-        fields = ["StudyInstanceUID", "StudyDate", "PatientID", "PatientName"]
+        # Only plain values go to the server: some (Orthanc's DICOMweb plugin 1.7) do not decode a
+        # percent-encoded query, so '*', '^' or a space would silently match nothing. The rest is
+        # matched here, on the answers (select_studies).
+        sent = {k: v for k, v in filters.items() if k in _SERVER_KEYS and _PLAIN.match(v)}
         found = self._call("QIDO-RS study search", lambda: self._client.search_for_studies(
-            search_filters=dict(filters), fields=fields, get_remaining=True))
-        studies = []
-        for item in found:
-            record = StudyRecord(_value(item, "StudyInstanceUID"), _value(item, "StudyDate"),
-                                 _value(item, "PatientID"), _value(item, "PatientName"))
-            # a server that ignores a date range must not widen an audit
-            if "StudyDate" in filters and not in_date_range(record.study_date, filters["StudyDate"]):
-                continue
-            if record.study_uid:
-                studies.append(record)
-        return studies
+            search_filters=sent, fields=list(STUDY_RETURN_KEYS), get_remaining=True))
+        records = [StudyRecord(_value(item, "StudyInstanceUID"), _value(item, "StudyDate"),
+                               _value(item, "PatientID"), _value(item, "PatientName"),
+                               _value(item, "StudyDescription"), _value(item, "AccessionNumber"),
+                               _values(item, "ModalitiesInStudy")) for item in found]
+        return select_studies(records, filters, list(sent), self.url)
 
     def find_rt_instances(self, study_uid: str, series_filters: Mapping[str, str]) -> list[InstanceRef]:
         series = self._call(f"QIDO-RS series search of study {study_uid}", lambda: self._client.search_for_series(
@@ -141,6 +145,11 @@ def _value(item: Mapping[str, Any], keyword: str) -> str:
     if isinstance(first, Mapping):  # PN: {"Alphabetic": "Doe^Jane"}
         return str(first.get("Alphabetic", ""))
     return str(first)
+
+
+def _values(item: Mapping[str, Any], keyword: str) -> tuple[str, ...]:
+    element = item.get(_TAGS[keyword]) or {}
+    return tuple(str(v) for v in element.get("Value") or [])
 
 
 def _series_selected(item: Mapping[str, Any], series_filters: Mapping[str, str]) -> bool:

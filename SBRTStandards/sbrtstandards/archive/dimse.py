@@ -15,17 +15,20 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sbrtstandards.archive.address import ArchiveAddress, in_date_range, matches
+from sbrtstandards.archive.address import ArchiveAddress, matches
 from sbrtstandards.archive.common import (
     RT_MODALITIES,
+    STUDY_RETURN_KEYS,
     ArchiveError,
     ArchiveUnavailable,
     InstanceCacheLike,
     InstanceRef,
     StudyRecord,
     TransientArchiveError,
+    select_studies,
     short_reason,
 )
+from sbrtstandards.errors import InputError
 
 _PENDING = (0xFF00, 0xFF01)
 _REFUSED_NOT_AUTHORISED = 0x0124  # C-STORE status for an instance this run did not ask for
@@ -69,20 +72,19 @@ class DimseArchive:
     # ------------------------------------------------------------------ queries
 
     def find_studies(self, filters: Mapping[str, str]) -> list[StudyRecord]:
-        query = _identifier("STUDY", StudyInstanceUID="", StudyDate="", PatientID="", PatientName="")
+        query = _identifier("STUDY", **dict.fromkeys(STUDY_RETURN_KEYS, ""))
         for key, value in filters.items():
             setattr(query, key, value)
         with self._association() as assoc:
             found = self._find(assoc, query, "C-FIND of studies")
-        studies = []
+        records = []
         for ds in found:
-            record = StudyRecord(_text(ds, "StudyInstanceUID"), _text(ds, "StudyDate"), _text(ds, "PatientID"),
-                                 _text(ds, "PatientName"))
-            if "StudyDate" in filters and not in_date_range(record.study_date, filters["StudyDate"]):
-                continue
-            if record.study_uid:
-                studies.append(record)
-        return studies
+            modalities = ds.get("ModalitiesInStudy", None) or ()
+            modalities = (modalities,) if isinstance(modalities, str) else tuple(str(m) for m in modalities)
+            records.append(StudyRecord(_text(ds, "StudyInstanceUID"), _text(ds, "StudyDate"), _text(ds, "PatientID"),
+                                       _text(ds, "PatientName"), _text(ds, "StudyDescription"),
+                                       _text(ds, "AccessionNumber"), modalities))
+        return select_studies(records, filters, list(filters), self.url)
 
     def find_rt_instances(self, study_uid: str, series_filters: Mapping[str, str]) -> list[InstanceRef]:
         refs: list[InstanceRef] = []
@@ -159,15 +161,30 @@ class DimseArchive:
             raise TransientArchiveError(f"{self.url}: {short_reason(exc)}") from None
         if not assoc.is_established:
             if assoc.is_rejected:
-                raise ArchiveUnavailable(
-                    f"{self.url}: association rejected; check the called AE title {a.called_aet!r} and that the "
-                    f"archive knows this tool's calling AE title {self._calling!r} (--aet) and host")
+                raise self._rejected(assoc)
             raise TransientArchiveError(f"{self.url}: no association (connection refused, aborted or timed out)")
         try:
             yield assoc
         finally:
             if assoc.is_established:
                 assoc.release()
+
+    def _rejected(self, assoc: Any) -> InputError:
+        answer = getattr(assoc.acceptor, "primitive", None)
+        result, source, reason = (getattr(answer, k, None) for k in ("result", "result_source", "diagnostic"))
+        a = self._address
+        if result == 0x02:  # rejected, transient (busy, too many associations)
+            reason_text = getattr(answer, "reason_str", "")
+            return TransientArchiveError(f"{self.url}: association rejected for now ({reason_text})")
+        if source == 0x01 and reason == 0x07:
+            why = f"the archive does not recognise the called AE title {a.called_aet!r}"
+        elif source == 0x01 and reason == 0x03:
+            why = (f"the archive does not know the calling AE title {self._calling!r} (--aet) from this host; "
+                   "register this tool (AE title, host, port) in the archive")
+        else:
+            why = (f"check the called AE title {a.called_aet!r} and that the archive knows the calling AE title "
+                   f"{self._calling!r} (--aet) and this host")
+        return ArchiveUnavailable(f"{self.url}: association rejected: {why}")
 
     def _find(self, assoc: Any, query: Any, what: str) -> list[Any]:
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
@@ -209,7 +226,7 @@ class DimseArchive:
         if assoc.is_aborted or time.monotonic() - started < 0.9 * self._timeout_s:
             return TransientArchiveError(
                 f"{what}: {self.url} aborted the association (does it allow the calling AE title {self._calling!r} "
-                "(--aet) to query and retrieve?)")
+                "(--aet) to query and retrieve from this host?)")
         return TransientArchiveError(f"{what}: {self.url} stopped answering (timed out)")
 
     def _on_store(self, event: Any) -> int:
