@@ -335,3 +335,22 @@ def test_killed_batch_resumes_without_missing_or_repeated_rows(cases_root: Path,
     assert sorted(r["case"] for r in errors) == ["siteB/case04_broken", "siteB/case05_nodose"]
     per_case = collections.Counter(r["case"] for r in rows)
     assert per_case["siteB/case04_broken"] == 1 and per_case["siteB/case05_nodose"] == 1
+
+
+def test_identifier_columns_only_when_asked(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for name, pid in (("c1", "PID-001"), ("c2", "PID-002")):
+        for modality in ("RTSTRUCT", "RTPLAN"):
+            path = tiny(root / name / f"{modality}.dcm", modality)
+            ds = pydicom.dcmread(path)
+            ds.PatientID, ds.PatientName, ds.StudyInstanceUID = pid, f"Doe^{name}", f"1.2.3.{name[-1]}"
+            save_dataset(ds, path)
+    plain = run_batch(root, tmp_path / "plain", BatchOptions(PROTOCOL), workers=0)
+    text = (tmp_path / "plain" / "results.csv").read_text()
+    assert plain.cases == 2 and text.splitlines()[0].split(",") == list(COLUMNS)
+    assert "PID-00" not in text and "Doe" not in text
+    run_batch(root, tmp_path / "ids", BatchOptions(PROTOCOL, include_identifiers=True), workers=0)
+    rows = read_rows(tmp_path / "ids" / "results.csv")
+    assert [(r["case"], r["patient_id"], r["patient_name"], r["study_instance_uid"]) for r in rows] == [
+        ("c1", "PID-001", "Doe^c1", "1.2.3.1"), ("c2", "PID-002", "Doe^c2", "1.2.3.2")]
+    assert all("no RTDOSE" in r["error"] for r in rows)

@@ -26,8 +26,16 @@ def write_summary_html(path: str | os.PathLike[str], rows: Sequence[Mapping[str,
                        options: Any) -> Path:
     report = Report("SBRT batch summary", f"protocol {options.protocol_id} · {run.root}")
     head = report.section("Run")
+    archive = getattr(run, "archive", None)
+    source = {"dicomweb": "DICOMweb archive", "dimse": "DIMSE archive"}.get(getattr(run, "source", ""), "folder")
+    fetched = {}
+    if archive:
+        fetched = {"Archive": f"{archive['studies']} studies matched, {archive['instances']} RT instances: "
+                              f"{archive['fetched']} fetched now, {archive['from_cache']} from the local cache"
+                              + (f", {archive['retries']} retries" if archive.get("retries") else "")}
     head.key_values({
-        "ROOT": run.root,
+        "Source": f"{run.root} ({source})",
+        **fetched,
         "Protocol": options.protocol_id,
         "Cases": run.cases,
         "Failed cases": run.failed,

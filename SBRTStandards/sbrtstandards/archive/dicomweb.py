@@ -40,19 +40,21 @@ class DicomWebArchive:
 
     def __init__(self, address: ArchiveAddress, credentials: Credentials, *, timeout_s: float = 60.0,
                  ca_file: str | None = None) -> None:
-        import requests
         from dicomweb_client.api import DICOMwebClient
 
         self.url = address.url
         self._credentials = credentials
-        session = requests.Session()
+        session = _session_with_timeout(timeout_s)
         session.verify = ca_file or credentials.ca_file or True
         if credentials.username:
             session.auth = (credentials.username, credentials.password)
         elif credentials.token:
             session.headers["Authorization"] = f"Bearer {credentials.token}"
         self._session = session
-        self._client = DICOMwebClient(self.url, session=session, timeout=timeout_s)
+        try:
+            self._client = DICOMwebClient(self.url, session=session, timeout=timeout_s)
+        except TypeError:  # dicomweb-client < 0.60 (pydicom 2.4 era): the session's default timeout applies
+            self._client = DICOMwebClient(self.url, session=session)
         self._client.set_http_retry_params(retry=False)
 
     def close(self) -> None:
@@ -133,6 +135,19 @@ class DicomWebArchive:
         if c.token:
             return f"the token from {c.origin}"
         return ("no credentials (set SBRT_ARCHIVE_USER and SBRT_ARCHIVE_PASSWORD, or use --archive-config)")
+
+
+def _session_with_timeout(timeout_s: float) -> Any:
+    """A requests session whose requests time out after ``timeout_s`` unless told otherwise."""
+    import requests
+
+    class _Session(requests.Session):
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = timeout_s
+            return super().request(*args, **kwargs)
+
+    return _Session()
 
 
 def _value(item: Mapping[str, Any], keyword: str) -> str:

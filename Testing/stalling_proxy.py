@@ -1,0 +1,88 @@
+"""A TCP proxy that lets a request hang: the server seems to stop answering in the middle of a retrieve.
+
+Every byte is passed through both ways, except that a chunk from the client containing one of the
+proxy's ``markers`` (a SOP Instance UID in a WADO-RS path, say) is swallowed while that marker has
+stalls left: the connection stays open and nothing comes back, as with a server that hangs, until
+the client gives up and closes it.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+
+
+class StallingProxy:
+    """Listens on 127.0.0.1:``port`` and forwards to 127.0.0.1:``target_port``."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.markers: dict[bytes, int] = {}  # marker -> stalls left (a large number: always)
+        self.stalled = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self, marker: str, times: int) -> None:
+        with self._lock:
+            self.markers[marker.encode("ascii")] = times
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+
+    def __enter__(self) -> StallingProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pump, args=(client,), daemon=True).start()
+
+    def _should_stall(self, chunk: bytes) -> bool:
+        with self._lock:
+            for marker, left in self.markers.items():
+                if left > 0 and marker in chunk:
+                    self.markers[marker] = left - 1
+                    self.stalled += 1
+                    return True
+        return False
+
+    def _pump(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            client.close()
+            return
+        selector = selectors.DefaultSelector()
+        selector.register(client, selectors.EVENT_READ, upstream)
+        selector.register(upstream, selectors.EVENT_READ, client)
+        hung = False
+        try:
+            while not self._closed.is_set():
+                for key, _ in selector.select(timeout=0.5):
+                    source: socket.socket = key.fileobj  # type: ignore[assignment]
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    if source is client and (hung or self._should_stall(data)):
+                        hung = True  # swallow this request and whatever follows on this connection
+                        continue
+                    if source is upstream and hung:
+                        continue
+                    key.data.sendall(data)
+        except OSError:
+            return
+        finally:
+            selector.close()
+            client.close()
+            upstream.close()
