@@ -1,4 +1,6 @@
-"""A TCP proxy that lets a request hang: the server seems to stop answering in the middle of a retrieve.
+"""Proxies in front of the test archive: one lets a request hang, one adds TLS.
+
+:class:`StallingProxy`: the server seems to stop answering in the middle of a retrieve.
 
 Every byte is passed through both ways, except that a chunk from the client containing one of the
 proxy's ``markers`` (a SOP Instance UID in a WADO-RS path, say) is swallowed while that marker has
@@ -8,9 +10,13 @@ the client gives up and closes it.
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
+import ssl
+import subprocess
 import threading
+from pathlib import Path
 
 
 class StallingProxy:
@@ -86,3 +92,78 @@ class StallingProxy:
             selector.close()
             client.close()
             upstream.close()
+
+
+def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throw-away certificate and key for ``host`` (openssl); returns (certificate, key) PEM paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", f"/CN={host}", "-addext", f"subjectAltName=IP:{host}"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+class TlsProxy:
+    """HTTPS in front of a plain-HTTP server: terminates TLS with ``certificate`` and forwards the bytes.
+
+    (Debian's Orthanc 1.10 crashes when its own ``SslEnabled`` is on, so the tests put TLS in front.)
+    """
+
+    def __init__(self, target_port: int, certificate: Path, key: Path) -> None:
+        self.target_port = target_port
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(str(certificate), str(key))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.handshake_failures = 0
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+
+    def __enter__(self) -> TlsProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                raw, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            client = self._context.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.handshake_failures += 1  # the client did not trust the certificate
+            raw.close()
+            return
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=_copy, args=(upstream, client), daemon=True).start()
+        _copy(client, upstream)
+
+
+def _copy(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

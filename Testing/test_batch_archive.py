@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from archive_cases import make_archive_cases
 from orthanc_server import OrthancServer, free_ports, requires_orthanc
-from stalling_proxy import StallingProxy
+from stalling_proxy import StallingProxy, TlsProxy, self_signed_certificate
 
 from sbrtstandards.archive.address import ENV_PASSWORD, ENV_USER
 from sbrtstandards.archive.cases import study_key
@@ -304,3 +304,45 @@ def test_timeouts_midway_are_retried_and_a_study_that_hangs_fails_alone(
     assert "gave up after 2 attempts" in failed[0]["error"]
     assert [r for r in rows if r["case"] != hot] == [r for r in folder_rows if r["case"] != hot]
     assert run.archive["failed_studies"] == [hot]
+
+
+def test_https_is_verified_and_a_ca_file_is_trusted(
+    orthanc: OrthancServer, studies: tuple[Path, dict[str, dict[str, Any]]], folder_rows: list[dict[str, str]],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, folders = studies
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    user, password = orthanc.auth
+    with TlsProxy(orthanc.http_port, cert, key) as proxy:
+        url = f"https://127.0.0.1:{proxy.port}/dicom-web"
+        query = ("--query", f"PatientID={folders['case01']['patient_id']}", "--workers", "0")
+        monkeypatch.setenv(ENV_USER, user)
+        monkeypatch.setenv(ENV_PASSWORD, password)
+        # a certificate the system does not trust: refused, with the way out; nothing was sent
+        with pytest.raises(SystemExit) as exit_info:
+            main(["batch", url, "--protocol", PROTOCOL, "--out", str(tmp_path / "refused"), "--quiet", *query])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "TLS verification failed" in err and "--ca-file" in err and password not in err
+        deadline = time.monotonic() + 5
+        while not proxy.handshake_failures and time.monotonic() < deadline:  # the proxy's thread sees it last
+            time.sleep(0.02)
+        assert proxy.handshake_failures >= 1
+        # trusted with --ca-file
+        run = _batch(url, tmp_path / "trusted", "--ca-file", str(cert), *query)
+        assert run["cases"] == 1 and run["failed"] == 0
+        # or with the private config file holding the credentials and the CA (no environment variables)
+        monkeypatch.delenv(ENV_USER)
+        monkeypatch.delenv(ENV_PASSWORD)
+        config = tmp_path / "archive.toml"
+        config.write_text(f'[[archive]]\nurl = "https://127.0.0.1:{proxy.port}"\nusername = "{user}"\n'
+                          f'password = "{password}"\nca_file = "{cert}"\n')
+        config.chmod(0o600)
+        _batch(url, tmp_path / "config", "--archive-config", str(config), *query)
+    key_one = study_key(folders["case01"]["study_uid"], False)
+    want = [r for r in folder_rows if r["case"] == key_one]
+    assert read_rows(tmp_path / "trusted" / "results.csv") == want
+    assert read_rows(tmp_path / "config" / "results.csv") == want
+    for name in ("trusted", "config"):
+        settings = (tmp_path / name / "batch.json").read_text()
+        assert password not in settings and user not in settings

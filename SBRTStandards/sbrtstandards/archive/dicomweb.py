@@ -138,13 +138,19 @@ class DicomWebArchive:
 
 
 def _session_with_timeout(timeout_s: float) -> Any:
-    """A requests session whose requests time out after ``timeout_s`` unless told otherwise."""
+    """A requests session whose requests time out after ``timeout_s`` and verify TLS as the session says.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` override ``session.verify``; passing it with
+    each request keeps ``--ca-file`` in force where those variables are set (many hospital machines).
+    """
     import requests
 
     class _Session(requests.Session):
         def request(self, *args: Any, **kwargs: Any) -> Any:
             if kwargs.get("timeout") is None:
                 kwargs["timeout"] = timeout_s
+            if kwargs.get("verify") is None:
+                kwargs["verify"] = self.verify
             return super().request(*args, **kwargs)
 
     return _Session()
