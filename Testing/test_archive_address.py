@@ -85,12 +85,27 @@ def test_queries_split_into_study_and_series_filters() -> None:
     ("StudyDate=20250231", "not a date"),
     ("StudyDate=20251231-20250101", "ends before it starts"),
     ("StudyDate=2025*", "wildcards are allowed only"),
-    ("StudyInstanceUID=1.2.x", "not a DICOM UID"),
 ])
 def test_bad_queries_name_the_filter(text: str, needle: str) -> None:
     with pytest.raises(InputError) as info:
         parse_queries([text])
     assert needle in str(info.value) and text in str(info.value)
+
+
+def test_identifying_query_values_are_never_repeated() -> None:
+    with pytest.raises(InputError) as info:
+        parse_queries(["StudyInstanceUID=1.2.840.99x"])
+    assert "StudyInstanceUID" in str(info.value) and "not a DICOM UID" in str(info.value)
+    assert "99x" not in str(info.value)
+    with pytest.raises(InputError) as info:
+        parse_queries(["PatientID=SECRET-1", "PatientID=SECRET-2"])
+    assert "given twice" in str(info.value) and "SECRET" not in str(info.value)
+    query = parse_queries(["PatientID=SECRET-1", "StudyDate=20250101-"])
+    assert query.describe() == "PatientID=(given), StudyDate=20250101-"
+    stored = query.to_json()
+    assert "SECRET" not in str(stored) and stored["study"]["StudyDate"] == "20250101-"
+    assert stored["study"]["PatientID"].startswith("sha256:")
+    assert parse_queries(["PatientID=SECRET-2"]).to_json() != stored  # resume can still tell queries apart
 
 
 def test_query_given_twice_is_refused() -> None:

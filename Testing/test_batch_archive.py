@@ -158,6 +158,12 @@ def test_queries_and_identifiers(orthanc: OrthancServer, studies: tuple[Path, di
     run = _batch(orthanc.dimse_address, tmp_path / "one", "--aet", SCU_AET, "--workers", "0",
                  "--query", f"PatientID={one['patient_id']}")
     assert run["cases"] == 1 and run["archive"]["studies"] == 1
+    for path in (tmp_path / "one").rglob("*"):  # the patient ID typed in --query is not written anywhere
+        if path.is_file() and path.parent.name != "cache":
+            assert one["patient_id"] not in path.read_text(encoding="utf-8", errors="replace"), path
+    # wildcards in a person name, matched on the answers (Orthanc's QIDO does not decode '*' or '^')
+    run = _batch(orthanc.dicomweb_url, tmp_path / "names", "--workers", "0", "--query", "PatientName=test^patient0*")
+    assert run["archive"]["studies"] == 5
     rows = read_rows(tmp_path / "one" / "results.csv")
     assert {r["case"] for r in rows} == {study_key(one["study_uid"], False)}
     assert any(r["kind"] == "compare" for r in rows)  # its reference structure set was recognised

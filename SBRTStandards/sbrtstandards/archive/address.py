@@ -19,6 +19,7 @@ archive knows this tool by its calling AE title, host and port (``--aet``): no p
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import re
 import stat
@@ -138,7 +139,24 @@ class ArchiveQuery:
     series: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"study": dict(self.study), "series": dict(self.series)}
+        """For ``batch.json`` (resume must use the same query): identifying values only as hashes."""
+        return {"study": {k: _masked(k, v) for k, v in self.study},
+                "series": {k: _masked(k, v) for k, v in self.series}}
+
+    def describe(self) -> str:
+        """For messages: ``StudyDate=20250101-20251231, PatientID=(given)``; no identifier is repeated."""
+        parts = [f"{k}={'(given)' if k in IDENTIFYING_KEYS else v}" for k, v in (*self.study, *self.series)]
+        return ", ".join(parts) or "no filter"
+
+
+# Query values that identify a patient or a study: never written to an output or shown in a message.
+IDENTIFYING_KEYS = ("PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def _masked(key: str, value: str) -> str:
+    if key not in IDENTIFYING_KEYS:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
 
 
 def parse_queries(texts: Iterable[str]) -> ArchiveQuery:
@@ -164,12 +182,12 @@ def parse_queries(texts: Iterable[str]) -> ArchiveQuery:
         if canonical == "StudyDate":
             value = _date_range(text, value)
         elif canonical in _UID_KEYS and not re.fullmatch(r"[0-9]+(\.[0-9]+)*", value):
-            raise InputError(f"--query {text!r}: not a DICOM UID (digits and dots)")
+            raise InputError(f"--query {canonical}=...: not a DICOM UID (digits and dots)")
         elif canonical == "ModalitiesInStudy":
             value = value.upper()
         target = series if canonical in SERIES_KEYS else study
         if canonical in target:
-            raise InputError(f"--query {text!r}: {canonical} is given twice")
+            raise InputError(f"--query: {canonical} is given twice")
         target[canonical] = value
     return ArchiveQuery(tuple(sorted(study.items())), tuple(sorted(series.items())))
 

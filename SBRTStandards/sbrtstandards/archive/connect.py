@@ -82,8 +82,7 @@ class ArchiveSource:
             raise
         if not self._studies:
             self.close()
-            wanted = ", ".join(f"{k}={v}" for k, v in (*query.study, *query.series)) or "no filter"
-            raise InputError(f"{self.root}: no study matches the query ({wanted})")
+            raise InputError(f"{self.root}: no study matches the query ({query.describe()})")
         self.expected = len(self._studies)
 
     def cases(self, progress: Progress | None = None) -> Iterator[Case]:
