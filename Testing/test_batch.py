@@ -36,6 +36,7 @@ from sbrtstandards.batch import (
     pick_structure_sets,
     read_rows,
     run_batch,
+    without_uids,
     write_case_file,
 )
 from sbrtstandards.cli.main import SUBCOMMANDS, main
@@ -354,3 +355,16 @@ def test_identifier_columns_only_when_asked(tmp_path: Path) -> None:
     assert [(r["case"], r["patient_id"], r["patient_name"], r["study_instance_uid"]) for r in rows] == [
         ("c1", "PID-001", "Doe^c1", "1.2.3.1"), ("c2", "PID-002", "Doe^c2", "1.2.3.2")]
     assert all("no RTDOSE" in r["error"] for r in rows)
+
+
+def test_uids_are_hidden_from_archive_error_messages() -> None:
+    text = "WADO-RS retrieve of RTDOSE 1.2.826.0.1.3680043.8.498.1 failed; /c/1.2.3.4.5.dcm; 127.0.0.1:8042; v1.10.1"
+    assert without_uids(text) == "WADO-RS retrieve of RTDOSE <UID> failed; /c/<UID>.dcm; 127.0.0.1:8042; v1.10.1"
+    case = Case("study-0123456789abcdef", "/nowhere", problem="no RTDOSE among 1.2.3.4.5 and 1.2.3.4.6",
+                hide_uids=True)
+    from sbrtstandards.batch import run_case
+
+    outcome = run_case(case, BatchOptions(PROTOCOL))
+    assert outcome.rows[0]["error"] == "no RTDOSE among <UID> and <UID>"
+    shown = run_case(Case("1.2.3.4.9", "/nowhere", problem="bad 1.2.3.4.5"), BatchOptions(PROTOCOL))
+    assert shown.rows[0]["error"] == "bad 1.2.3.4.5"  # --include-identifiers: shown as they are

@@ -289,13 +289,14 @@ def test_timeouts_midway_are_retried_and_a_study_that_hangs_fails_alone(
     _, folders = studies
     dose_of = {name: next(i["sop_instance_uid"] for i in spec["instances"] if i["modality"] == "RTDOSE")
                for name, spec in folders.items() if spec["is_case"] and name != "case04_nodose"}
-    options = ArchiveOptions(attempts=2, backoff_s=0.1, timeout_s=2)
+    options = ArchiveOptions(attempts=3, backoff_s=0.1, timeout_s=3)
     with StallingProxy(orthanc.http_port) as proxy:
         url = orthanc.dicomweb_url.replace(f":{orthanc.http_port}/", f":{proxy.port}/")
         # the server hangs once in the middle of a retrieve: retried, nothing lost
         proxy.stall(dose_of["case01"], times=1)
         run = run_batch(url, tmp_path / "once", BatchOptions(PROTOCOL), workers=0, archive=options)
-        assert proxy.stalled == 1 and run.archive["retries"] == 1 and run.failed == 1  # (the study without dose)
+        # (retries >= 1: on a loaded machine another request may also time out once)
+        assert proxy.stalled == 1 and run.archive["retries"] >= 1 and run.failed == 1  # (the study without dose)
         assert read_rows(tmp_path / "once" / "results.csv") == folder_rows
         # it hangs on every attempt for one study: that case fails with the reason, the others go on
         proxy.stall(dose_of["case02_hot"], times=1000)
@@ -307,7 +308,8 @@ def test_timeouts_midway_are_retried_and_a_study_that_hangs_fails_alone(
     failed = [r for r in rows if r["case"] == hot]
     assert len(failed) == 1 and failed[0]["kind"] == "error"
     assert "could not retrieve the study" in failed[0]["error"] and "timed out" in failed[0]["error"]
-    assert "gave up after 2 attempts" in failed[0]["error"]
+    assert "gave up after 3 attempts" in failed[0]["error"]
+    assert "RTDOSE <UID>" in failed[0]["error"] and dose_of["case02_hot"] not in failed[0]["error"]
     assert [r for r in rows if r["case"] != hot] == [r for r in folder_rows if r["case"] != hot]
     assert run.archive["failed_studies"] == [hot]
 

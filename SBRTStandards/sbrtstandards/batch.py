@@ -96,6 +96,7 @@ class Case:
     unreadable: tuple[str, ...] = ()
     problem: str = ""
     identifiers: tuple[tuple[str, str], ...] = ()
+    hide_uids: bool = False  # archive cases without --include-identifiers: no UID in an error message
 
     @property
     def case_id(self) -> str:
@@ -241,7 +242,7 @@ def run_case(case: Case, options: BatchOptions) -> CaseOutcome:
     except Exception as exc:  # a bug or an unforeseen file: record it, go on with the other cases
         rows, error = [], _one_line(f"{type(exc).__name__}: {exc}")
     if error:
-        rows = [error_row(case.relpath, error)]
+        rows = [error_row(case.relpath, without_uids(error) if case.hide_uids else error)]
     if options.include_identifiers:
         ids = dict(case.identifiers) or _identifiers_of(case)
         for row in rows:
@@ -267,6 +268,14 @@ def _identifiers_of(case: Case) -> dict[str, str]:
         return {"patient_id": str(ds.get("PatientID", "") or ""), "patient_name": str(ds.get("PatientName", "") or ""),
                 "study_instance_uid": str(ds.get("StudyInstanceUID", "") or "")}
     return {}
+
+
+_UID_IN_TEXT = re.compile(r"(?<![\w.])\d+(?:\.\d+){4,}(?!\w)(?!\.\d)")
+
+
+def without_uids(text: str) -> str:
+    """``text`` with every DICOM UID (5 or more numeric components) replaced by ``<UID>``."""
+    return _UID_IN_TEXT.sub("<UID>", text)
 
 
 def _one_line(text: str) -> str:
@@ -427,8 +436,16 @@ def rows_to_csv(rows: Iterable[Mapping[str, Any]], *, header: bool = True,
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The rows of a results or case file; a row with more or fewer cells than the header is an InputError."""
     with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    width = len(reader.fieldnames or ())
+    for number, row in enumerate(rows, 2):
+        if None in row or any(v is None for v in row.values()):
+            cells = width + len(row.get(None) or ()) - sum(v is None for v in row.values())  # type: ignore[call-overload]
+            raise InputError(f"{path}: line {number} has {cells} cells, the header {width}")
+    return rows
 
 
 # ----------------------------------------------------------------------------- the run (client side)
@@ -591,7 +608,7 @@ def case_done(out: Path, case: Case) -> bool:
         return False
     try:
         rows = read_rows(path)
-    except (OSError, csv.Error, UnicodeDecodeError):
+    except (OSError, csv.Error, UnicodeDecodeError, InputError):  # damaged: run the case again
         return False
     return bool(rows) and all(r.get("case") == case.relpath and r.get("kind") != "error" for r in rows)
 

@@ -155,7 +155,8 @@ def study_cases(
 
 
 def _failed(study: StudyRecord, key: str, message: str, cache: InstanceCache, include_identifiers: bool) -> Case:
-    return Case(key, str(cache.root), problem=message, identifiers=_identifiers(study, include_identifiers))
+    return Case(key, str(cache.root), problem=message, identifiers=_identifiers(study, include_identifiers),
+                hide_uids=not include_identifiers)
 
 
 def _identifiers(study: StudyRecord, include_identifiers: bool) -> tuple[tuple[str, str], ...]:
@@ -195,7 +196,8 @@ def group_study(study: StudyRecord, refs: list[InstanceRef], cache: InstanceCach
         if unplaced:
             names = ", ".join(f"{o.modality} {o.sop_uid}" for o in unplaced)
             return [Case(key, folder, problem=f"the study has {len(frames)} Frames of Reference and {names} names "
-                                              "none: cannot tell which case it belongs to", identifiers=ids)]
+                                              "none: cannot tell which case it belongs to", identifiers=ids,
+                         hide_uids=not include_identifiers)]
         groups = [(f, [o for o in objects if o.frame_uid == f]) for f in frames]
     parts: list[tuple[str, list[_Object]]] = []
     for frame, members in groups:
@@ -213,7 +215,8 @@ def group_study(study: StudyRecord, refs: list[InstanceRef], cache: InstanceCach
     for discriminator, members in parts:
         case_key = key if len(parts) == 1 else f"{key}/{_part_key(discriminator, include_identifiers)}"
         kinds = {m: tuple(sorted(o.path for o in members if o.modality == m)) for m in ("RTSTRUCT", "RTDOSE", "RTPLAN")}
-        cases.append(Case(case_key, folder, kinds["RTSTRUCT"], kinds["RTDOSE"], kinds["RTPLAN"], identifiers=ids))
+        cases.append(Case(case_key, folder, kinds["RTSTRUCT"], kinds["RTDOSE"], kinds["RTPLAN"], identifiers=ids,
+                          hide_uids=not include_identifiers))
     return sorted(cases, key=lambda c: c.relpath)
 
 
