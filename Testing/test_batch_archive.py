@@ -207,6 +207,29 @@ def test_faults_give_one_clear_line(orthanc: OrthancServer, credentials: None, t
         assert not (tmp_path / f"o{number}").exists()  # nothing written when the archive cannot be queried
 
 
+def _cache_files(cache: Path) -> dict[str, tuple[int, int]]:
+    """Cached instance -> (size, modification time in ns): a file fetched again would change."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in cache.glob("*.dcm")}
+
+
+def _studies_to_keep(out: Path) -> int:
+    """Studies recorded in DIR/studies whose cases all finished (a study with no case counts: nothing to do)."""
+    finished = {read_rows(p)[0]["case"] for p in (out / "cases").glob("*.csv")
+                if all(r["kind"] != "error" for r in read_rows(p))}
+    ledger = [json.loads(p.read_text())["cases"] for p in (out / "studies").glob("*.json")]
+    return sum(all(c in finished for c in cases) for cases in ledger)
+
+
+def _rt_instances(folders: dict[str, dict[str, Any]]) -> int:
+    return sum(len(spec["files"]) for spec in folders.values() if spec["is_case"])
+
+
+def _assert_fetched_once(cache: Path, before: dict[str, tuple[int, int]], fetched_now: int, total: int) -> None:
+    after = _cache_files(cache)
+    assert {k: after[k] for k in before} == before  # nothing fetched twice: the cached files are untouched
+    assert len(after) == len(before) + fetched_now == total  # and nothing left out
+
+
 def test_server_stopped_midway_then_resumed(orthanc: OrthancServer, studies: tuple[Path, dict[str, dict[str, Any]]],
                                             folder_rows: list[dict[str, str]], credentials: None,
                                             tmp_path: Path) -> None:
@@ -231,17 +254,20 @@ def test_server_stopped_midway_then_resumed(orthanc: OrthancServer, studies: tup
     done = {n: t for n, t in kept.items() if ",error," not in t}
     lost = [t for t in kept.values() if "could not retrieve the study" in t]
     assert len(done) == 1 and len(lost) == 1  # one case finished, one study failed, then the run stopped
-    cached_before = {p.name for p in cache.glob("*.dcm")}
+    cached_before = _cache_files(cache)
+    kept = _studies_to_keep(out)
+    assert kept >= 1
     run = run_batch(orthanc.dicomweb_url, out, BatchOptions(PROTOCOL), workers=0, archive=archive, resume=True)
     assert run.skipped == 1 and run.ran == 3  # the failed ones are run again
-    assert run.archive["from_cache"] == len(cached_before)  # nothing fetched twice ...
-    assert run.archive["fetched"] + len(cached_before) == run.archive["instances"]  # ... nothing left out
+    _assert_fetched_once(cache, cached_before, run.archive["fetched"], _rt_instances(folders))
+    assert run.archive["studies_kept"] == kept  # the finished studies are not asked for again
     assert read_rows(out / "results.csv") == folder_rows
     for name, text in done.items():
         assert (out / "cases" / name).read_text() == text
 
 
 def test_killed_run_resumes_without_fetching_twice(orthanc: OrthancServer, folder_rows: list[dict[str, str]],
+                                                   studies: tuple[Path, dict[str, dict[str, Any]]],
                                                    tmp_path: Path) -> None:
     launcher = tmp_path / "launch.py"
     launcher.write_text(
@@ -269,13 +295,14 @@ def test_killed_run_resumes_without_fetching_twice(orthanc: OrthancServer, folde
         proc.wait(timeout=30)
     assert killed_midway, "the run ended before it could be killed"
     assert not (out / "results.csv").exists()
-    cached_before = {p.name for p in (out / "cache").glob("*.dcm")}  # whole files only (atomic renames)
+    cached_before = _cache_files(out / "cache")  # whole files only (atomic renames)
+    kept = _studies_to_keep(out)
     with pytest.raises(SystemExit) as exit_info:
         main(["batch", *args, "--resume", "--json", str(tmp_path / "run.json")])
     assert exit_info.value.code == 0
     run = json.loads((tmp_path / "run.json").read_text())
-    assert run["archive"]["from_cache"] == len(cached_before)
-    assert run["archive"]["fetched"] + len(cached_before) == run["archive"]["instances"]
+    _assert_fetched_once(out / "cache", cached_before, run["archive"]["fetched"], _rt_instances(studies[1]))
+    assert run["archive"]["studies_kept"] == kept
     rows = read_rows(out / "results.csv")
     assert rows == folder_rows
     per_case = collections.Counter(r["case"] for r in rows)

@@ -51,6 +51,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -506,9 +507,10 @@ def run_batch(
                              progress=lambda f, m: report(0.05 * f, m))
         try:
             _prepare_out_dir(out, source.root, options, resume, source.settings)
-            cases_iter = source.cases(lambda f, m: report(0.05 + 0.9 * f, m))
+            done = (lambda key: case_done(out, Case(key, ""))) if resume else None
+            cases_iter = source.cases(lambda f, m: report(0.05 + 0.9 * f, m), done=done)
             outcomes, cases, cases_seconds = _run_cases(cases_iter, source.expected, options, out, scheduler,
-                                                        workers, resume, report)
+                                                        workers, resume, report, prestart=True)
         finally:
             source.close()
         if not cases:
@@ -550,7 +552,8 @@ def run_batch(
 
 
 def _run_cases(found: Iterator[Case], expected: int, options: BatchOptions, out: Path, scheduler: str | None,
-               workers: int | None, resume: bool, report: Progress) -> tuple[list[CaseOutcome], list[Case], float]:
+               workers: int | None, resume: bool, report: Progress,
+               prestart: bool = False) -> tuple[list[CaseOutcome], list[Case], float]:
     """Run the cases as ``found`` yields them (those finished before are kept with ``resume``).
 
     Returns the outcomes of the cases run now, every case seen (sorted by key) and the seconds taken.
@@ -566,7 +569,8 @@ def _run_cases(found: Iterator[Case], expected: int, options: BatchOptions, out:
                 yield case
 
     t_cases = time.perf_counter()  # includes starting the local cluster
-    outcomes = _execute(todo(), expected, options, out, scheduler, workers, lambda f, m: report(0.05 + 0.9 * f, m))
+    outcomes = _execute(todo(), expected, options, out, scheduler, workers, lambda f, m: report(0.05 + 0.9 * f, m),
+                        prestart=prestart)
     return outcomes, sorted(seen.values(), key=lambda c: c.relpath), time.perf_counter() - t_cases
 
 
@@ -639,7 +643,7 @@ def _worker_count(workers: int | None) -> int:
 
 
 def _execute(cases: Iterable[Case], expected: int, options: BatchOptions, out: Path, scheduler: str | None,
-             workers: int | None, progress: Progress) -> list[CaseOutcome]:
+             workers: int | None, progress: Progress, prestart: bool = False) -> list[CaseOutcome]:
     """Run ``cases`` as they come (in process for ``workers == 0``, else on Dask); write each case file as it
     finishes. When ``cases`` fails midway (an archive gone), the cases already running finish first."""
     outcomes: list[CaseOutcome] = []
@@ -652,14 +656,26 @@ def _execute(cases: Iterable[Case], expected: int, options: BatchOptions, out: P
         progress(fraction, f"{len(outcomes)}/{expected} {case.relpath or '.'} {state}")
 
     iterator = iter(cases)
-    first = next(iterator, None)
-    if first is None:
-        return outcomes
     if scheduler is None and workers == 0:
-        for case in itertools.chain([first], iterator):
+        for case in iterator:
             finished(case, run_case(case, options))
         return outcomes
-    client, cluster = _dask_client(scheduler, _worker_count(workers))
+    starting = None
+    if prestart:  # an archive: the cluster starts while the first study is fetched
+        pool = ThreadPoolExecutor(1, thread_name_prefix="sbrt-dask-start")
+        starting = pool.submit(_dask_client, scheduler, _worker_count(workers))
+        pool.shutdown(wait=False)
+    try:
+        first = next(iterator, None)
+    except BaseException:
+        if starting is not None:
+            _close_dask(*starting.result())
+        raise
+    if first is None:
+        if starting is not None:
+            _close_dask(*starting.result())
+        return outcomes
+    client, cluster = starting.result() if starting is not None else _dask_client(scheduler, _worker_count(workers))
     try:
         from dask.distributed import as_completed
 
@@ -692,10 +708,14 @@ def _execute(cases: Iterable[Case], expected: int, options: BatchOptions, out: P
             for fut in pending:
                 collect(fut)
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        _close_dask(client, cluster)
     return outcomes
+
+
+def _close_dask(client: Any, cluster: Any) -> None:
+    client.close()
+    if cluster is not None:
+        cluster.close()
 
 
 def _dask_client(scheduler: str | None, workers: int) -> tuple[Any, Any]:

@@ -20,6 +20,7 @@ keeping every finished case for ``--resume``.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from sbrtstandards.archive.common import (
     TransientArchiveError,
     with_retries,
 )
+from sbrtstandards.atomic import write_text_atomic
 from sbrtstandards.batch import Case
 
 MAX_CONSECUTIVE_FAILURES = 2
@@ -47,6 +49,7 @@ class ArchiveStats:
     """What the archive part of a run did (in the ``--json`` of ``sbrt batch``)."""
 
     studies: int = 0  # matched by the query
+    studies_kept: int = 0  # --resume: every case of the study finished before, not asked for again
     studies_without_plan_or_dose: int = 0
     instances: int = 0  # RT instances of the matched studies
     fetched: int = 0  # retrieved in this run
@@ -56,10 +59,33 @@ class ArchiveStats:
     failed_studies: list[str] = field(default_factory=list)  # case keys
 
     def to_json(self) -> dict[str, Any]:
-        return {"studies": self.studies, "studies_without_plan_or_dose": self.studies_without_plan_or_dose,
+        return {"studies": self.studies, "studies_kept": self.studies_kept,
+                "studies_without_plan_or_dose": self.studies_without_plan_or_dose,
                 "instances": self.instances, "fetched": self.fetched, "from_cache": self.from_cache,
                 "bytes_fetched": self.bytes_fetched, "retries": self.retries,
                 "failed_studies": list(self.failed_studies)}
+
+
+class StudyLedger:
+    """Which cases each study gave, ``DIR/studies/<hash of the Study Instance UID>.json``, so that
+    ``--resume`` skips a study whose cases are all finished without asking the archive again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, study_uid: str) -> Path:
+        return self.folder / f"{hashlib.sha1(study_uid.encode('ascii')).hexdigest()[:16]}.json"
+
+    def cases_of(self, study_uid: str) -> list[str] | None:
+        try:
+            data = json.loads(self._path(study_uid).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        cases = data.get("cases") if isinstance(data, dict) else None
+        return [str(c) for c in cases] if isinstance(cases, list) else None
+
+    def record(self, study_uid: str, cases: list[str]) -> None:
+        write_text_atomic(self._path(study_uid), json.dumps({"cases": cases}) + "\n")
 
 
 def study_key(study_uid: str, include_identifiers: bool) -> str:
@@ -104,8 +130,14 @@ def study_cases(
     backoff_s: float = 1.0,
     stats: ArchiveStats | None = None,
     progress: Progress | None = None,
+    ledger: StudyLedger | None = None,
+    done: Callable[[str], bool] | None = None,
 ) -> Iterator[Case]:
-    """Yield the cases of ``studies``, each once its RT objects are in ``cache`` (fetching what is missing)."""
+    """Yield the cases of ``studies``, each once its RT objects are in ``cache`` (fetching what is missing).
+
+    With ``ledger`` and ``done`` (resuming), a study whose recorded cases are all ``done`` is not asked for
+    again: its cases are yielded as they were recorded (keys only; they are not run again).
+    """
     stats = stats if stats is not None else ArchiveStats()
     last = [0.0]
 
@@ -125,6 +157,11 @@ def study_cases(
     for number, study in enumerate(studies, 1):
         key = study_key(study.study_uid, include_identifiers)
         report((number - 1) / max(len(studies), 1), f"fetching study {number}/{len(studies)}")
+        recorded = ledger.cases_of(study.study_uid) if ledger is not None and done is not None else None
+        if recorded is not None and all(done(k) for k in recorded):  # type: ignore[misc]
+            stats.studies_kept += 1
+            yield from (Case(k, str(cache.root), hide_uids=not include_identifiers) for k in recorded)
+            continue
         try:
             refs = call(lambda s=study: archive.find_rt_instances(s.study_uid, dict(query.series)))
             stats.instances += len(refs)
@@ -150,6 +187,8 @@ def study_cases(
         failures_in_a_row = 0
         if not cases:
             stats.studies_without_plan_or_dose += 1
+        if ledger is not None:
+            ledger.record(study.study_uid, [c.relpath for c in cases])
         yield from cases
     report(1.0, f"{len(studies)} studies")
 

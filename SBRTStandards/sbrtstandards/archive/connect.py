@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,13 @@ from sbrtstandards.archive.address import (
     parse_queries,
 )
 from sbrtstandards.archive.cache import InstanceCache
-from sbrtstandards.archive.cases import ArchiveStats, Progress, find_studies, study_cases
+from sbrtstandards.archive.cases import ArchiveStats, Progress, StudyLedger, find_studies, study_cases
 from sbrtstandards.batch import Case
 from sbrtstandards.errors import InputError
 
 DEFAULT_CALLING_AET = "SBRTSTANDARDS"
 CACHE_DIR = "cache"
+STUDIES_DIR = "studies"  # which cases each study gave (for --resume)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ArchiveSource:
         self._options = options
         self._query = query
         self._include_identifiers = include_identifiers
+        self._out = out
         self._cache_root = Path(options.cache_dir).resolve() if options.cache_dir else out / CACHE_DIR
         self._cache: InstanceCache | None = None
         try:
@@ -85,12 +87,14 @@ class ArchiveSource:
             raise InputError(f"{self.root}: no study matches the query ({query.describe()})")
         self.expected = len(self._studies)
 
-    def cases(self, progress: Progress | None = None) -> Iterator[Case]:
+    def cases(self, progress: Progress | None = None, done: Callable[[str], bool] | None = None) -> Iterator[Case]:
+        """The cases, study by study; ``done`` (resuming) tells which case keys are finished."""
         self._cache = InstanceCache(self._cache_root)
         o = self._options
         return study_cases(self._archive, self._studies, self._query, self._cache,
                            include_identifiers=self._include_identifiers, attempts=o.attempts, backoff_s=o.backoff_s,
-                           stats=self.stats, progress=progress)
+                           stats=self.stats, progress=progress, ledger=StudyLedger(self._out / STUDIES_DIR),
+                           done=done)
 
     def summary(self) -> dict[str, Any]:
         return {**self.stats.to_json(), "cache": str(self._cache_root)}
