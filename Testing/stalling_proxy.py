@@ -19,28 +19,21 @@ import threading
 from pathlib import Path
 
 
-class StallingProxy:
-    """Listens on 127.0.0.1:``port`` and forwards to 127.0.0.1:``target_port``."""
+class _Proxy:
+    """Listens on 127.0.0.1:``port`` (a free port) and hands each connection to :meth:`_handle` in a thread."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.markers: dict[bytes, int] = {}  # marker -> stalls left (a large number: always)
-        self.stalled = 0
-        self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def stall(self, marker: str, times: int) -> None:
-        with self._lock:
-            self.markers[marker.encode("ascii")] = times
-
     def close(self) -> None:
         self._closed.set()
         self._listener.close()
 
-    def __enter__(self) -> StallingProxy:
+    def __enter__(self) -> _Proxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -52,7 +45,24 @@ class StallingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._pump, args=(client,), daemon=True).start()
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class StallingProxy(_Proxy):
+    """Forwards to 127.0.0.1:``target_port``; a request holding a marker with stalls left hangs."""
+
+    def __init__(self, target_port: int) -> None:
+        self.markers: dict[bytes, int] = {}  # marker -> stalls left (a large number: always)
+        self.stalled = 0
+        self._lock = threading.Lock()
+        super().__init__(target_port)
+
+    def stall(self, marker: str, times: int) -> None:
+        with self._lock:
+            self.markers[marker.encode("ascii")] = times
 
     def _should_stall(self, chunk: bytes) -> bool:
         with self._lock:
@@ -63,7 +73,7 @@ class StallingProxy:
                     return True
         return False
 
-    def _pump(self, client: socket.socket) -> None:
+    def _handle(self, client: socket.socket) -> None:
         try:
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
         except OSError:
@@ -104,41 +114,19 @@ def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path
     return cert, key
 
 
-class TlsProxy:
+class TlsProxy(_Proxy):
     """HTTPS in front of a plain-HTTP server: terminates TLS with ``certificate`` and forwards the bytes.
 
     (Debian's Orthanc 1.10 crashes when its own ``SslEnabled`` is on, so the tests put TLS in front.)
     """
 
     def __init__(self, target_port: int, certificate: Path, key: Path) -> None:
-        self.target_port = target_port
         self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._context.load_cert_chain(str(certificate), str(key))
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
         self.handshake_failures = 0
-        self._closed = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
-    def close(self) -> None:
-        self._closed.set()
-        self._listener.close()
-
-    def __enter__(self) -> TlsProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                raw, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw: socket.socket) -> None:
+    def _handle(self, raw: socket.socket) -> None:
         try:
             client = self._context.wrap_socket(raw, server_side=True)
         except (ssl.SSLError, OSError):

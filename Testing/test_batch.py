@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pydicom
 import pytest
+from batch_process import kill_batch_after_first_case
 
 from sbrtstandards.batch import (
     COLUMNS,
@@ -292,28 +288,9 @@ def test_batch_on_a_two_worker_local_cluster_matches_sbrt_check(cases_root: Path
 
 @pytest.mark.slow
 def test_killed_batch_resumes_without_missing_or_repeated_rows(cases_root: Path, tmp_path: Path) -> None:
-    launcher = tmp_path / "launch.py"
-    launcher.write_text(
-        "import sys\n"
-        "from sbrtstandards.cli.main import SUBCOMMANDS, main\n"
-        "SUBCOMMANDS.setdefault('batch', ('sbrtstandards.cli.batch_cmd', 'batch'))\n"
-        "if __name__ == '__main__':\n"
-        "    main(sys.argv[1:])\n"
-    )
     out = tmp_path / "out"
     args = [str(cases_root), "--protocol", PROTOCOL, "--out", str(out), "--workers", "2", "--quiet"]
-    proc = subprocess.Popen([sys.executable, str(launcher), "batch", *args], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (out / "cases").is_dir() and any((out / "cases").glob("*.csv")):
-                break
-            time.sleep(0.05)
-        killed_midway = proc.poll() is None
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    killed_midway = kill_batch_after_first_case(args, out, tmp_path)
     finished = sorted((out / "cases").glob("*.csv"))
     assert finished, "no case finished before the deadline"
     assert killed_midway and len(finished) < len(EXPECTED_CASES)

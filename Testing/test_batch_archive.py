@@ -11,9 +11,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +18,7 @@ from typing import Any
 
 import pytest
 from archive_cases import make_archive_cases
+from batch_process import kill_batch_after_first_case
 from orthanc_server import OrthancServer, free_ports, requires_orthanc
 from stalling_proxy import StallingProxy, TlsProxy, self_signed_certificate
 
@@ -269,30 +267,11 @@ def test_server_stopped_midway_then_resumed(orthanc: OrthancServer, studies: tup
 def test_killed_run_resumes_without_fetching_twice(orthanc: OrthancServer, folder_rows: list[dict[str, str]],
                                                    studies: tuple[Path, dict[str, dict[str, Any]]],
                                                    tmp_path: Path) -> None:
-    launcher = tmp_path / "launch.py"
-    launcher.write_text(
-        "import sys\n"
-        "from sbrtstandards.cli.main import SUBCOMMANDS, main\n"
-        "SUBCOMMANDS.setdefault('batch', ('sbrtstandards.cli.batch_cmd', 'batch'))\n"
-        "if __name__ == '__main__':\n"
-        "    main(sys.argv[1:])\n"
-    )
     out = tmp_path / "out"
     args = [orthanc.dimse_address, "--aet", SCU_AET, "--protocol", PROTOCOL, "--out", str(out), "--workers", "2",
             "--quiet"]
     env = {k: v for k, v in os.environ.items() if k not in (ENV_USER, ENV_PASSWORD)}
-    proc = subprocess.Popen([sys.executable, str(launcher), "batch", *args], start_new_session=True, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (out / "cases").is_dir() and any((out / "cases").glob("*.csv")):
-                break
-            time.sleep(0.02)
-        killed_midway = proc.poll() is None
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    killed_midway = kill_batch_after_first_case(args, out, tmp_path, env)
     assert killed_midway, "the run ended before it could be killed"
     assert not (out / "results.csv").exists()
     cached_before = _cache_files(out / "cache")  # whole files only (atomic renames)
