@@ -25,7 +25,7 @@ from stalling_proxy import StallingProxy, TlsProxy, self_signed_certificate
 from sbrtstandards.archive.address import ENV_PASSWORD, ENV_USER
 from sbrtstandards.archive.cases import study_key
 from sbrtstandards.archive.connect import ArchiveOptions
-from sbrtstandards.batch import IDENTIFIER_COLUMNS, BatchOptions, read_rows, run_batch
+from sbrtstandards.batch import IDENTIFIER_COLUMNS, BatchOptions, read_rows, run_batch, without_uids
 from sbrtstandards.cli.main import SUBCOMMANDS, main
 from sbrtstandards.errors import InputError
 
@@ -241,9 +241,10 @@ def test_server_stopped_midway_then_resumed(orthanc: OrthancServer, studies: tup
             orthanc.stop()
 
     try:
-        with pytest.raises(InputError, match="stopped answering.*--resume"):
+        with pytest.raises(InputError, match="stopped answering.*--resume") as stopped:
             run_batch(orthanc.dicomweb_url, out, BatchOptions(PROTOCOL), workers=0, archive=archive,
                       progress=stop_after_first_case)
+        assert "<UID>" in str(stopped.value) and without_uids(str(stopped.value)) == str(stopped.value)
     finally:
         if not orthanc.running:
             orthanc.restart()

@@ -38,7 +38,7 @@ from sbrtstandards.archive.common import (
     with_retries,
 )
 from sbrtstandards.atomic import write_text_atomic
-from sbrtstandards.batch import Case
+from sbrtstandards.batch import Case, without_uids
 
 MAX_CONSECUTIVE_FAILURES = 2
 Progress = Callable[[float, str], None]
@@ -175,8 +175,9 @@ def study_cases(
             failures_in_a_row += 1
             stats.failed_studies.append(key)
             if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+                reason = str(exc) if include_identifiers else without_uids(str(exc))
                 raise ArchiveUnavailable(
-                    f"{archive.url} stopped answering ({exc}); the finished cases are kept: run the same command "
+                    f"{archive.url} stopped answering ({reason}); the finished cases are kept: run the same command "
                     "with --resume when the archive is back") from None
             yield _failed(study, key, f"could not retrieve the study: {exc}", cache, include_identifiers)
             continue
