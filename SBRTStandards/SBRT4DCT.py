@@ -246,10 +246,46 @@ def describeModule(
     if acknowledgementText is None:
         acknowledgementText = _(
             "SBRT Standards turns the Chinese lung/thoracic (T/CNHAW-B-0020-2025) and liver/biliary "
-            "(T/CNHAW-B-0017-2025) SBRT standards, AAPM TG-101, RTOG 0813/0915, the UK SABR consensus and "
-            "the Michigan re-irradiation limits into tools for 3D Slicer."
+            "(T/CNHAW-B-0017-2025) SBRT standards, the TBI, seed implantation and ablation specifications, "
+            "AAPM TG-101, RTOG 0813/0915, the UK SABR consensus and the Michigan re-irradiation limits into "
+            "tools for 3D Slicer."
         )
     parent.acknowledgementText = acknowledgementText
+
+
+def catalogueProtocols() -> list[Any]:
+    """The catalogue's protocols (``ProtocolInfo``: id, title, source ...), sorted by id.
+
+    Installs nothing (it runs when a panel opens): on Python < 3.11 without tomli it raises ImportError
+    until :func:`ensureRequirements` has run.
+    """
+    from sbrtstandards.catalogue import list_protocols
+
+    return list_protocols()
+
+
+def fillProtocolComboBox(combo: Any) -> None:
+    """One item per catalogue protocol (id as item data, "id - title" shown); when the catalogue cannot be
+    read yet, a single item with the reason and empty data (the first run installs the requirements)."""
+    wasBlocked = combo.blockSignals(True)
+    combo.clear()
+    try:
+        for info in catalogueProtocols():
+            combo.addItem(f"{info.id} \u2014 {info.title}", info.id)
+    except ImportError as exc:
+        combo.addItem(str(exc), "")
+    finally:
+        combo.blockSignals(wasBlocked)
+
+
+def selectComboData(combo: Any, data: str, *, clearWhenMissing: bool = False) -> None:
+    """Show the item holding ``data`` without emitting a change (the parameter node already has it);
+    an unknown ``data`` leaves the selection, or clears it with ``clearWhenMissing``."""
+    index = combo.findData(data)
+    if (index >= 0 or clearWhenMissing) and index != combo.currentIndex:
+        wasBlocked = combo.blockSignals(True)
+        combo.currentIndex = index
+        combo.blockSignals(wasBlocked)
 
 
 class SBRTWidgetMixin:

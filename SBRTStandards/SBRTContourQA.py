@@ -29,7 +29,14 @@ from typing import Annotated, Any, Optional
 
 import qt
 import slicer
-from SBRT4DCT import Progress, SBRTWidgetMixin, describeModule, ensureRequirements
+from SBRT4DCT import (
+    Progress,
+    SBRTWidgetMixin,
+    describeModule,
+    ensureRequirements,
+    fillProtocolComboBox,
+    selectComboData,
+)
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
@@ -110,17 +117,11 @@ class SBRTContourQA(ScriptedLoadableModule):
             "a table; archive credentials come from environment variables or a private configuration file, "
             "never from this module. "
         )
-        acknowledgementText = _(
-            "SBRT Standards turns the Chinese lung/thoracic (T/CNHAW-B-0020-2025) and liver/biliary "
-            "(T/CNHAW-B-0017-2025) SBRT standards, the TBI, seed implantation and ablation specifications, "
-            "AAPM TG-101 and the UK SABR consensus into tools for 3D Slicer."
-        )
         describeModule(
             self.parent,
             title=_("SBRT Contour QA"),
             dependencies=["Segmentations", "SBRT4DCT"],
             helpText=helpText,
-            acknowledgementText=acknowledgementText,
         )
 
 
@@ -216,11 +217,7 @@ class SBRTContourQAWidget(SBRTWidgetMixin, ScriptedLoadableModuleWidget, VTKObse
 
     def _updateBatchGUI(self, p: SBRTContourQAParameterNode) -> None:
         combo = self.ui.batchProtocolComboBox
-        index = combo.findData(p.batchProtocol)  # -1 (nothing shown) until a protocol is chosen
-        if index != combo.currentIndex:
-            wasBlocked = combo.blockSignals(True)
-            combo.currentIndex = index
-            combo.blockSignals(wasBlocked)
+        selectComboData(combo, p.batchProtocol, clearWhenMissing=True)  # nothing shown until a protocol is chosen
         catalogueRead = bool(combo.itemData(0))  # else the first run installs what the catalogue needs
         ready = bool(
             p.batchSource.strip() and p.batchOutputDirectory.strip() and (p.batchProtocol or not catalogueRead)
@@ -234,17 +231,7 @@ class SBRTContourQAWidget(SBRTWidgetMixin, ScriptedLoadableModuleWidget, VTKObse
         self.ui.batchResultsTableView.setMRMLTableNode(p.batchResultsTable)
 
     def _fillBatchProtocols(self) -> None:
-        """The protocol combo box: one item per catalogue protocol (id as item data, title shown)."""
-        combo = self.ui.batchProtocolComboBox
-        wasBlocked = combo.blockSignals(True)
-        combo.clear()
-        try:
-            for info in self.logic.protocols():
-                combo.addItem(f"{info.id} \u2014 {info.title}", info.id)
-        except ImportError as exc:  # the catalogue needs tomli on Python < 3.11: installed on the first run
-            combo.addItem(str(exc), "")
-        finally:
-            combo.blockSignals(wasBlocked)
+        fillProtocolComboBox(self.ui.batchProtocolComboBox)
 
     def _browse(self, title: str, current: str) -> str:
         return qt.QFileDialog.getOpenFileName(self.parent, title, current, _("DICOM (*.dcm);;All (*)")) or ""
@@ -460,17 +447,6 @@ class SBRTContourQALogic(ScriptedLoadableModuleLogic):
         return self.exportScoreSheet(p.referenceRtstructPath, p.traineeRtstructPath, p.scoreSheetPath, p.traineeName)
 
     # ------------------------------------------------------------------ batch audit
-
-    @staticmethod
-    def protocols() -> list[Any]:
-        """The catalogue's protocols (``ProtocolInfo``: id, title, source ...), sorted by id.
-
-        Installs nothing (it runs when the panel opens): on Python < 3.11 without tomli it raises
-        ImportError until the requirements are installed.
-        """
-        from sbrtstandards.catalogue import list_protocols
-
-        return list_protocols()
 
     @staticmethod
     def parseQueryText(text: str) -> list[str]:

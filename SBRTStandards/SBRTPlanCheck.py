@@ -24,9 +24,12 @@ import vtk
 from SBRT4DCT import (
     Progress,
     SBRTWidgetMixin,
+    catalogueProtocols,
     describeModule,
     ensureRequirements,
+    fillProtocolComboBox,
     lpsToRas,
+    selectComboData,
     subProgress,
 )
 from slicer import vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
@@ -193,30 +196,13 @@ class SBRTPlanCheckWidget(SBRTWidgetMixin, ScriptedLoadableModuleWidget, VTKObse
                 p.segmentation = first
 
     def _fillProtocols(self) -> None:
-        """The protocol combo box: one item per catalogue protocol (id as item data, title shown)."""
-        combo = self.ui.protocolComboBox
-        wasBlocked = combo.blockSignals(True)
-        combo.clear()
-        try:
-            for info in self.logic.protocols():
-                combo.addItem(f"{info.id} \u2014 {info.title}", info.id)
-        except (
-            ImportError
-        ) as exc:  # the catalogue needs tomli on Python < 3.11: installed on first evaluation
-            combo.addItem(str(exc), "")
-        finally:
-            combo.blockSignals(wasBlocked)
+        fillProtocolComboBox(self.ui.protocolComboBox)
 
     def _updateGUI(self, caller: Any = None, event: Any = None) -> None:
         p = self._parameterNode
         if p is None:
             return
-        combo = self.ui.protocolComboBox
-        index = combo.findData(p.protocolId)
-        if index >= 0 and index != combo.currentIndex:
-            wasBlocked = combo.blockSignals(True)
-            combo.currentIndex = index
-            combo.blockSignals(wasBlocked)
+        selectComboData(self.ui.protocolComboBox, p.protocolId)
         ready = bool(p.doseVolume and p.segmentation and p.protocolId)
         self.ui.evaluateButton.enabled = ready
         self.ui.evaluateButton.toolTip = (
@@ -380,14 +366,8 @@ class SBRTPlanCheckLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def protocols() -> list[Any]:
-        """The catalogue's protocols (``ProtocolInfo``: id, title, source ...), sorted by id.
-
-        Installs nothing (it runs when the panel opens): on Python < 3.11 without tomli it raises
-        ImportError until the first evaluation has installed the requirements.
-        """
-        from sbrtstandards.catalogue import list_protocols
-
-        return list_protocols()
+        """The catalogue's protocols, sorted by id (:func:`SBRT4DCT.catalogueProtocols`)."""
+        return catalogueProtocols()
 
     @staticmethod
     def doseVolumes(scene: Any) -> list[Any]:

@@ -119,17 +119,11 @@ class SBRTProgrammeQA(ScriptedLoadableModule):
             "with the dose difference, distance to agreement, low-dose cutoff and global or local "
             "normalisation; the pass rate, a gamma volume and a summary table. "
         )
-        acknowledgementText = _(
-            "SBRT Standards turns the Chinese lung/thoracic (T/CNHAW-B-0020-2025) and liver/biliary "
-            "(T/CNHAW-B-0017-2025) SBRT standards, the TBI, seed implantation and ablation specifications, "
-            "AAPM TG-101 and the UK SABR consensus into tools for 3D Slicer."
-        )
         describeModule(
             self.parent,
             title=_("SBRT Programme QA"),
             dependencies=["Volumes", "SBRT4DCT"],
             helpText=helpText,
-            acknowledgementText=acknowledgementText,
         )
 
 

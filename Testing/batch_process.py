@@ -1,4 +1,4 @@
-"""``sbrt batch`` in a child process, SIGKILLed (client, nanny and Dask workers) once a first case is written."""
+"""``sbrt batch`` in a child process, SIGKILLed (client, nanny and Dask workers) once some cases are written."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ LAUNCHER = (
 )
 
 
-def kill_batch_after_first_case(args: Sequence[str], out: Path, scratch: Path,
-                                 env: Mapping[str, str] | None = None, deadline_s: float = 120.0) -> bool:
-    """Run ``sbrt batch *args`` (writing ``out``) and kill its process group as soon as ``out/cases`` holds a
-    case file; True when it was still running then (killed midway), False when it had already ended."""
+def kill_batch_after(args: Sequence[str], out: Path, scratch: Path, *, cases: int = 1,
+                     env: Mapping[str, str] | None = None, deadline_s: float = 120.0, poll_s: float = 0.02) -> bool:
+    """Run ``sbrt batch *args`` (writing ``out``) and kill its process group as soon as ``out/cases`` holds
+    ``cases`` case files; True when it was still running then (killed midway), False when it had ended."""
     launcher = scratch / "launch_batch.py"
     launcher.write_text(LAUNCHER)
     proc = subprocess.Popen([sys.executable, str(launcher), "batch", *args], start_new_session=True,
@@ -32,9 +32,9 @@ def kill_batch_after_first_case(args: Sequence[str], out: Path, scratch: Path,
     try:
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline and proc.poll() is None:
-            if (out / "cases").is_dir() and any((out / "cases").glob("*.csv")):
+            if (out / "cases").is_dir() and sum(1 for _ in (out / "cases").glob("*.csv")) >= cases:
                 break
-            time.sleep(0.02)
+            time.sleep(poll_s)
         killed_midway = proc.poll() is None
         os.killpg(proc.pid, signal.SIGKILL)
     finally:

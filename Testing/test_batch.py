@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from batch_process import kill_batch_after_first_case
+from batch_process import kill_batch_after
 
 from sbrtstandards.batch import (
     COLUMNS,
@@ -290,7 +290,7 @@ def test_batch_on_a_two_worker_local_cluster_matches_sbrt_check(cases_root: Path
 def test_killed_batch_resumes_without_missing_or_repeated_rows(cases_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = [str(cases_root), "--protocol", PROTOCOL, "--out", str(out), "--workers", "2", "--quiet"]
-    killed_midway = kill_batch_after_first_case(args, out, tmp_path)
+    killed_midway = kill_batch_after(args, out, tmp_path)
     finished = sorted((out / "cases").glob("*.csv"))
     assert finished, "no case finished before the deadline"
     assert killed_midway and len(finished) < len(EXPECTED_CASES)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from archive_cases import make_archive_cases
-from batch_process import kill_batch_after_first_case
+from batch_process import kill_batch_after
 from orthanc_server import OrthancServer, free_ports, requires_orthanc
 from stalling_proxy import StallingProxy, TlsProxy, self_signed_certificate
 
@@ -272,7 +272,7 @@ def test_killed_run_resumes_without_fetching_twice(orthanc: OrthancServer, folde
     args = [orthanc.dimse_address, "--aet", SCU_AET, "--protocol", PROTOCOL, "--out", str(out), "--workers", "2",
             "--quiet"]
     env = {k: v for k, v in os.environ.items() if k not in (ENV_USER, ENV_PASSWORD)}
-    killed_midway = kill_batch_after_first_case(args, out, tmp_path, env)
+    killed_midway = kill_batch_after(args, out, tmp_path, env=env)
     assert killed_midway, "the run ended before it could be killed"
     assert not (out / "results.csv").exists()
     cached_before = _cache_files(out / "cache")  # whole files only (atomic renames)

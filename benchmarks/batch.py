@@ -22,7 +22,6 @@ import collections
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,16 +31,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from sbrtstandards.batch import BatchOptions, read_rows, run_batch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
+
+from batch_process import kill_batch_after  # noqa: E402
+
+from sbrtstandards.batch import BatchOptions, read_rows, run_batch  # noqa: E402
 
 PROTOCOL = "cn-lung-sbrt"
-LAUNCHER = (
-    "import sys\n"
-    "from sbrtstandards.cli.main import SUBCOMMANDS, main\n"
-    "SUBCOMMANDS.setdefault('batch', ('sbrtstandards.cli.batch_cmd', 'batch'))\n"
-    "if __name__ == '__main__':\n"
-    "    main(sys.argv[1:])\n"
-)
 
 
 # ----------------------------------------------------------------------------- part 1: throughput
@@ -156,26 +152,16 @@ def thousand(work: Path, n: int, workers: int) -> None:
     one = run_batch(template, work / "one", BatchOptions(PROTOCOL), workers=0)
     rows_per_case = one.rows
     out = work / "many_out"
-    launcher = work / "launch.py"
-    launcher.write_text(LAUNCHER)
-    args = [sys.executable, str(launcher), "batch", str(root), "--protocol", PROTOCOL, "--out", str(out),
-            "--workers", str(workers), "--quiet"]
+    batch_args = [str(root), "--protocol", PROTOCOL, "--out", str(out), "--workers", str(workers), "--quiet"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = n // 3
-    while proc.poll() is None:
-        done = len(list((out / "cases").glob("*.csv"))) if (out / "cases").is_dir() else 0
-        if done >= target:
-            break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_batch_after(batch_args, out, work, cases=n // 3, deadline_s=math.inf, poll_s=0.2)
     t_kill = time.perf_counter() - t0
     done = len(list((out / "cases").glob("*.csv")))
     print(f"   killed (SIGKILL to the process group) after {t_kill:.1f} s with {done} case files written; "
           f"results.csv present: {(out / 'results.csv').exists()}")
     t1 = time.perf_counter()
-    result = subprocess.run([*args, "--resume"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(work / "launch_batch.py"), "batch", *batch_args, "--resume"],
+                            capture_output=True, text=True)
     t_resume = time.perf_counter() - t1
     if result.returncode != 0:
         raise SystemExit(f"resume failed: {result.stderr}")
